@@ -1,0 +1,52 @@
+# maestro-gateway — every entry point a developer or CI needs.
+#   make demo    start the demo services and the gateway, run workflows end to end
+#   make test    lint, type-check and run the whole suite (creates .venv when missing)
+#   make bench   the gateway against hand-written asyncio glue
+#   make proto   regenerate generated/ from proto/
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NODE_STAMP := demo/node/node_modules/.installed
+
+.PHONY: all install node test check lint typecheck pytest proto proto-check demo bench clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+$(NODE_STAMP): demo/node/package.json
+	cd demo/node && npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+node: $(NODE_STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+check: lint typecheck proto-check
+
+pytest: $(STAMP) node
+	$(PY) -m pytest
+
+test: check pytest
+
+proto: $(STAMP)
+	$(PY) tools/gen_proto.py
+
+proto-check: $(STAMP)
+	$(PY) tools/gen_proto.py --check
+
+clean:
+	rm -rf $(VENV) demo/node/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,244 @@
+"""The typed, immutable workflow definition.
+
+Everything here is produced by the loader (``maestro_gateway.model.loader``) after every static
+check has passed: downstream layers trust it and never re-validate. Durations are seconds as
+floats. Templates are compiled ``maestro_gateway.expr.Template`` objects. Defaults that depend on
+other fields (a step's effective timeout and retry policy) are resolved at load time, so the
+engine reads one value per concern.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from maestro_gateway.codes import DEFAULT_RETRY_CODES, Code
+
+if TYPE_CHECKING:
+    from maestro_gateway.expr import Condition, Template
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A 1-based line and column in the workflow file."""
+
+    line: int
+    column: int
+
+
+NOWHERE = Position(0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a failed call is retried (DESIGN §4).
+
+    Attributes:
+        attempts: total calls, the first included (1 means no retry).
+        backoff: ``exponential`` multiplies the delay by ``multiplier`` each retry; ``constant``
+            keeps ``initial``.
+        initial: delay before the first retry, in seconds.
+        multiplier: growth factor of exponential backoff.
+        max: upper bound of any single delay, in seconds.
+        jitter: full jitter (a uniform draw in [0, delay]) when true.
+        codes: the codes that are retried; any other failure is permanent.
+    """
+
+    attempts: int = 1
+    backoff: Literal["exponential", "constant"] = "exponential"
+    initial: float = 0.1
+    multiplier: float = 2.0
+    max: float = 5.0
+    jitter: bool = True
+    codes: frozenset[Code] = DEFAULT_RETRY_CODES
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreakerPolicy:
+    """Open after ``failures`` consecutive infrastructure failures; probe again after ``reset`` s."""
+
+    failures: int = 5
+    reset: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class TLSConfig:
+    """Client TLS towards a gRPC service. Paths are absolute (resolved against the workflow file).
+
+    ``ca`` None means the system roots; ``cert``/``key`` set together enable mutual TLS.
+    """
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    server_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReflectionSource:
+    """Descriptors come from the service's gRPC server reflection (v1, then v1alpha)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProtosetSource:
+    """Descriptors come from a FileDescriptorSet file (``protoc --include_imports -o``)."""
+
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProtoFilesSource:
+    """Descriptors are compiled from ``.proto`` files with the given import paths."""
+
+    files: tuple[str, ...]
+    import_paths: tuple[str, ...] = ()
+
+
+DescriptorSource = ReflectionSource | ProtosetSource | ProtoFilesSource
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """A downstream service the workflow calls.
+
+    Attributes:
+        name: the key under ``services``.
+        type: ``grpc`` or ``http``.
+        endpoint: a gRPC target (``host:port``, ``dns:///…``, ``unix:…``) or an HTTP base URL.
+        timeout: default per-attempt deadline in seconds; None means only the workflow and caller
+            deadlines bound the call.
+        retry: the service's retry policy (steps override it field by field).
+        circuit_breaker: None disables the breaker for calls made through this definition.
+        pool: number of gRPC channels (round-robin); HTTP uses one pooled client.
+        tls: client TLS (gRPC) or None for plaintext.
+        metadata: gRPC metadata or HTTP headers; values are templates (static ones are constants).
+        descriptors: where gRPC method descriptors come from.
+    """
+
+    name: str
+    type: Literal["grpc", "http"]
+    endpoint: str
+    timeout: float | None = None
+    retry: RetryPolicy = RetryPolicy()
+    circuit_breaker: CircuitBreakerPolicy | None = None
+    pool: int = 1
+    tls: TLSConfig | None = None
+    metadata: Mapping[str, Template] = field(default_factory=dict)
+    descriptors: DescriptorSource = ReflectionSource()
+    position: Position = NOWHERE
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcMethod:
+    """A gRPC method reference: ``Name`` (bare), ``pkg.Svc/Method`` or ``pkg.Svc.Method``.
+
+    ``service`` is the fully-qualified service name, or None for a bare name resolved against
+    the target's descriptors on first use.
+    """
+
+    service: str | None
+    name: str
+
+    @property
+    def text(self) -> str:
+        """The canonical form: ``pkg.Svc/Method`` or the bare name."""
+        return f"{self.service}/{self.name}" if self.service else self.name
+
+
+@dataclass(frozen=True, slots=True)
+class HttpMethod:
+    """An HTTP method reference ``VERB /path``; the path may hold templates."""
+
+    verb: str
+    path: Template
+
+
+MethodRef = GrpcMethod | HttpMethod
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What one call does: the service, the method, the request template and call options.
+
+    Shared by call steps and compensations. ``timeout`` and ``retry`` are already the effective
+    values (the step's own over the service's).
+    """
+
+    service: Service
+    method: MethodRef
+    input: Template
+    metadata: Mapping[str, Template]
+    timeout: float | None
+    retry: RetryPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class CallStep:
+    """A step that calls one method of one service.
+
+    Attributes:
+        id: unique among all steps of the workflow (parallel children included).
+        call: what to call and how.
+        output: the name of the step's output in the context (defaults to ``id``).
+        when: a condition; the step is SKIPPED when it yields false.
+        compensate: the call that undoes this step, or None.
+    """
+
+    id: str
+    call: Call
+    output: str
+    when: Condition | None = None
+    compensate: Call | None = None
+    position: Position = NOWHERE
+
+
+@dataclass(frozen=True, slots=True)
+class ParallelStep:
+    """Children started at once; completes when all have, fails (cancelling the rest) when one does."""
+
+    id: str
+    steps: tuple[CallStep, ...]
+    position: Position = NOWHERE
+
+
+Step = CallStep | ParallelStep
+
+
+@dataclass(frozen=True, slots=True)
+class Workflow:
+    """A validated workflow.
+
+    Attributes:
+        name: letters, digits, ``_ . -``.
+        timeout: whole-execution deadline in seconds, or None.
+        compensation_timeout: the budget of the rollback, in seconds.
+        input_schema: a JSON Schema (already checked to be valid) or None.
+        services: by name.
+        steps: top-level steps in file order.
+        output: the workflow output template, or None for the map of every step output.
+        source: the YAML text.
+        path: the file it was loaded from, as given (or ``<string>``).
+    """
+
+    name: str
+    version: str = ""
+    description: str = ""
+    timeout: float | None = None
+    compensation_timeout: float = 60.0
+    input_schema: Mapping[str, Any] | None = None
+    services: Mapping[str, Service] = field(default_factory=dict)
+    steps: tuple[Step, ...] = ()
+    output: Template | None = None
+    source: str = ""
+    path: str = "<string>"
+
+    def call_steps(self) -> tuple[CallStep, ...]:
+        """Every call step in execution order, parallel children flattened."""
+        out: list[CallStep] = []
+        for step in self.steps:
+            if isinstance(step, ParallelStep):
+                out.extend(step.steps)
+            else:
+                out.append(step)
+        return tuple(out)

@@ -1,0 +1,55 @@
+"""The one seam between the engine and the wire.
+
+A transport calls one method of one downstream service with a plain request value (dicts, lists,
+str, int, float, bool, None) and returns a plain response value, or raises ``CallError`` carrying
+a gRPC code. Foreign exceptions (grpc, httpx, aiohttp) never cross this boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from maestro_gateway.model.types import Service
+
+Metadata = Sequence[tuple[str, str]]
+"""Request metadata/headers as (lower-case key, value) pairs, in order."""
+
+
+class Transport(Protocol):
+    """Calls methods of one downstream service. One instance is shared by every execution."""
+
+    async def call(self, method: str, request: Any, *, timeout: float | None, metadata: Metadata) -> Any:
+        """Call ``method`` and return the response as a plain value.
+
+        Args:
+            method: for gRPC the method as written (``Name``, ``pkg.Svc/Method``,
+                ``pkg.Svc.Method``); for HTTP the rendered ``VERB /path`` (or ``/path``: POST).
+            request: the request value; a list for client-streaming methods.
+            timeout: the attempt's deadline in seconds (None: unbounded by this call).
+            metadata: gRPC metadata or HTTP headers to send.
+
+        Returns:
+            The response as a plain value (a list of messages for server-streaming methods).
+
+        Raises:
+            CallError: the call failed; ``code`` says how, ``retry_after`` carries the service's
+                requested delay (RetryInfo, Retry-After) when it gave one.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release channels and connections."""
+        ...
+
+
+class TransportFactory(Protocol):
+    """Builds (and caches) the transport of a service definition."""
+
+    def transport_for(self, service: Service) -> Transport:
+        """Return the shared transport for ``service`` (same endpoint and options, same object)."""
+        ...
+
+    async def close(self) -> None:
+        """Close every transport made."""
+        ...
