@@ -17,7 +17,10 @@ all: test
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev]' --config-settings editable_mode=compat
+	# An editable install maps only the packages that exist when it runs; generated/ gains
+	# packages whenever a .proto is added, so put the directory itself on the path.
+	$(PY) -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "maestro_generated.pth").write_text("$(CURDIR)/generated\n")'
 	touch $@
 
 install: $(STAMP)
