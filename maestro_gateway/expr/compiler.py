@@ -1,0 +1,146 @@
+"""Compiling one CEL expression against a scope, with every problem mapped to an offset.
+
+CEL environments are cached per distinct set of declared names: the steps of a workflow share a
+handful of scopes, and building an environment costs more than compiling a small expression.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cel_expr_python import cel
+
+from maestro_gateway.expr.scan import Token, member_after, root_indexes, tokenize
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What an expression may read at one point of a workflow.
+
+    Attributes:
+        names: top-level variables visible here: ``input``, ``workflow``, ``steps``, the output
+            names of steps that can have run, and ``error`` in compensations.
+        step_ids: ids valid after ``steps.`` (steps that can have run before this point).
+        hints: name → explanation for a name that exists but is not visible here; used for
+            undeclared top-level names and for unknown ``steps.<id>``.
+    """
+
+    names: frozenset[str]
+    step_ids: frozenset[str]
+    hints: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A checked CEL program with what evaluation needs to know about its source."""
+
+    source: str
+    program: Any
+    tokens: list[Token]
+    references: frozenset[str]
+    result_type: str
+
+
+_ENV_LOCK = threading.Lock()
+_ENVS: dict[frozenset[str], Any] = {}
+_MAX_ENVS = 1024
+_ERROR_LINE = re.compile(r"ERROR: <input>:(\d+):(\d+): (.*)")
+_UNDECLARED = re.compile(r"undeclared reference to '([^']*)'")
+_EXPECTING = re.compile(r" expecting (\{[^}]*\}|\S+)$")
+
+
+def _env(names: frozenset[str]) -> Any:
+    with _ENV_LOCK:
+        env = _ENVS.get(names)
+        if env is None:
+            if len(_ENVS) >= _MAX_ENVS:
+                _ENVS.clear()
+            env = cel.NewEnv(variables=dict.fromkeys(sorted(names), cel.Type.DYN))
+            _ENVS[names] = env
+        return env
+
+
+def _offset_in(source: str, line: int, column: int) -> int:
+    """0-based offset in ``source`` of CEL's 1-based line and (code point) column."""
+    start = 0
+    for _ in range(line - 1):
+        newline = source.find("\n", start)
+        if newline < 0:
+            break
+        start = newline + 1
+    return min(start + max(column - 1, 0), len(source))
+
+
+def _clean(message: str) -> str:
+    message = message.replace(" (in container '')", "")
+    if message.startswith("Syntax error: "):
+        message = "syntax error: " + message[len("Syntax error: ") :]
+        message = message.replace("'<EOF>'", "end of expression")
+        expecting = _EXPECTING.search(message)
+        if expecting and expecting.group(1).count(",") > 3:
+            message = message[: expecting.start()]
+    return message
+
+
+def _undeclared(
+    name: str, at: int, tokens: list[Token], roots: list[int], scope: Scope
+) -> tuple[int, str]:
+    """Point an undeclared reference at its root identifier, with the hint when there is one."""
+    root = name.lstrip(".").split(".")[0]
+    offset = at
+    for k in roots:
+        if tokens[k].text == root and tokens[k].start <= at:
+            offset = tokens[k].start
+    if root in scope.hints:
+        return offset, scope.hints[root]
+    return offset, f"undeclared reference to '{root}'"
+
+
+def compile_expression(source: str, scope: Scope) -> tuple[Compiled | None, list[tuple[int, str]]]:
+    """Compile ``source`` in ``scope``.
+
+    Returns:
+        The compiled expression (None when there are problems) and every problem as
+        ``(offset in source, message)``, ordered by offset.
+    """
+    tokens = tokenize(source)
+    roots = root_indexes(tokens)
+    problems: list[tuple[int, str]] = []
+    program: Any = None
+    try:
+        program = _env(scope.names).compile(source)
+    except RuntimeError as exc:
+        found = False
+        for line in str(exc).splitlines():
+            m = _ERROR_LINE.search(line)
+            if m is None:
+                continue
+            found = True
+            at = _offset_in(source, int(m.group(1)), int(m.group(2)))
+            message = m.group(3).removesuffix(" [INVALID_ARGUMENT]")
+            undeclared = _UNDECLARED.search(message)
+            if undeclared:
+                problems.append(_undeclared(undeclared.group(1), at, tokens, roots, scope))
+            else:
+                problems.append((at, _clean(message)))
+        if not found:
+            problems.append((0, str(exc)))
+    if "steps" in scope.names:
+        for k in roots:
+            if tokens[k].text != "steps":
+                continue
+            member = member_after(tokens, k)
+            if member is not None and member[0] not in scope.step_ids:
+                step_id, at = member
+                problems.append((at, scope.hints.get(step_id, f"unknown step '{step_id}'")))
+    if problems:
+        return None, sorted(set(problems))
+    references = frozenset(tokens[k].text for k in roots) & scope.names
+    return (
+        Compiled(source, program, tokens, references, str(program.return_type().name())),
+        [],
+    )
