@@ -83,6 +83,7 @@ class ExecutionStarted:
     sequence: int
     time: float
     workflow: str
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

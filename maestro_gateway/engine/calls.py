@@ -1,0 +1,188 @@
+"""One call with its retries: render, breaker, per-attempt deadline, backoff (DESIGN §4).
+
+Shared by steps and compensations. An attempt's timeout is ``min(call timeout, what is left of
+the bounding deadline)``; it goes to the transport and is also enforced here, so a transport that
+ignores it still cannot hang the execution. A backoff sleep that would outlive the deadline is not
+started: the call fails with its last error (DEADLINE_EXCEEDED when the deadline itself passed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+from maestro_gateway.codes import Code
+from maestro_gateway.engine.context import Execution, StepState
+from maestro_gateway.engine.events import ErrorInfo
+from maestro_gateway.errors import CallError, CircuitOpenError, EvaluationError, ExecutionError
+from maestro_gateway.model.types import Call, HttpMethod
+from maestro_gateway.resilience.breaker import BreakerRegistry
+from maestro_gateway.resilience.clock import Clock
+from maestro_gateway.resilience.deadline import Deadline, attempt_timeout
+from maestro_gateway.resilience.retry import retry_delay, should_retry
+from maestro_gateway.transports.base import Metadata, TransportFactory
+
+
+class CallFailed(Exception):
+    """A call failed for good (after its retries); ``error`` names the step, code and message."""
+
+    def __init__(self, error: ErrorInfo) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def evaluation_failure(step_id: str, exc: EvaluationError, field: str) -> ErrorInfo:
+    """An INVALID_ARGUMENT failure naming the step, the field and the expression."""
+    where = (
+        exc.where
+        if exc.where.startswith(field)
+        else (f"{field}.{exc.where}" if exc.where else field)
+    )
+    named = EvaluationError(exc.expression, exc.reason, where=where)
+    return ErrorInfo(step_id, Code.INVALID_ARGUMENT, f"step '{step_id}': {named.message}")
+
+
+class CallRunner:
+    """Runs calls for an engine: shared transports, breakers, clock and randomness.
+
+    Args:
+        transports: builds the transport of each service.
+        breakers: the process-wide breaker registry.
+        clock: time for deadlines and backoff sleeps.
+        rng: randomness for jitter.
+    """
+
+    __slots__ = ("_breakers", "_clock", "_rng", "_transports")
+
+    def __init__(
+        self,
+        transports: TransportFactory,
+        breakers: BreakerRegistry,
+        clock: Clock,
+        rng: random.Random,
+    ) -> None:
+        self._transports = transports
+        self._breakers = breakers
+        self._clock = clock
+        self._rng = rng
+
+    def _render(
+        self, call: Call, ctx: dict[str, Any], step_id: str, label: str, caller: Metadata
+    ) -> tuple[str, Any, list[tuple[str, str]]]:
+        field = label
+        try:
+            method = call.method
+            if isinstance(method, HttpMethod):
+                field = f"{label}method"
+                name = f"{method.verb} {method.path.render_text(ctx)}"
+            else:
+                name = method.text
+            field = f"{label}input"
+            request = call.input.render(ctx)
+            metadata = list(caller)
+            templates = call.service.metadata
+            if call.metadata:
+                templates = {**templates, **call.metadata} if templates else call.metadata
+            for key, template in templates.items():
+                field = f"{label}metadata.{key}"
+                metadata.append((key, template.render_text(ctx)))
+        except EvaluationError as exc:
+            raise CallFailed(evaluation_failure(step_id, exc, field)) from exc
+        return name, request, metadata
+
+    async def run(
+        self,
+        execution: Execution,
+        state: StepState,
+        call: Call,
+        *,
+        deadline: Deadline | None,
+        metadata: Metadata,
+        compensation: bool = False,
+    ) -> Any:
+        """Call ``call`` with its retry policy and return the response value.
+
+        Attempts are counted on ``state`` (``attempts``, or ``compensation_attempts``) and each
+        one is announced with ``step_started``/``compensation_started``; each retry with
+        ``step_retrying`` (compensation retries are silent between their started events).
+
+        Raises:
+            CallFailed: the call failed for good; the error names the step.
+        """
+        step_id = state.step.id
+        name, request, md = self._render(
+            call, execution.ctx, step_id, "compensate." if compensation else "", metadata
+        )
+        service = call.service
+        transport = self._transports.transport_for(service)
+        policy = call.retry
+        bpolicy = service.circuit_breaker
+        breaker = self._breakers.get(service.endpoint, bpolicy) if bpolicy is not None else None
+        attempt = 0
+        while True:
+            attempt += 1
+            if compensation:
+                state.compensation_attempts = attempt
+            else:
+                state.attempts = attempt
+            execution.emit_attempt(step_id, attempt, compensation)
+            if deadline is not None and deadline.expired:
+                raise CallFailed(ErrorInfo(step_id, Code.DEADLINE_EXCEEDED, _expired(compensation)))
+            timeout = attempt_timeout(call.timeout, deadline)
+            try:
+                if breaker is not None:
+                    breaker.acquire(bpolicy)
+                try:
+                    if timeout is None:
+                        return_value = await transport.call(
+                            name, request, timeout=None, metadata=md
+                        )
+                    else:
+                        async with asyncio.timeout(timeout):
+                            return_value = await transport.call(
+                                name, request, timeout=timeout, metadata=md
+                            )
+                except TimeoutError:
+                    raise CallError(
+                        Code.DEADLINE_EXCEEDED, f"attempt timed out after {timeout:.3g}s"
+                    ) from None
+                except asyncio.CancelledError:
+                    if breaker is not None:
+                        breaker.release()
+                    raise
+                except ExecutionError:
+                    raise
+                except Exception as exc:
+                    # A transport broke its contract; report the type only (messages may hold payloads).
+                    raise ExecutionError(
+                        Code.INTERNAL, f"transport error: {type(exc).__name__}", permanent=True
+                    ) from exc
+            except ExecutionError as exc:
+                error = exc
+                if breaker is not None and not isinstance(exc, CircuitOpenError):
+                    breaker.record_failure(exc.code, bpolicy)
+            else:
+                if breaker is not None:
+                    breaker.record_success()
+                return return_value
+            if not should_retry(policy, error, attempt):
+                raise CallFailed(_info(step_id, error))
+            delay = retry_delay(policy, error, attempt, self._rng)
+            if deadline is not None and not deadline.allows(delay):
+                if deadline.expired:
+                    raise CallFailed(
+                        ErrorInfo(step_id, Code.DEADLINE_EXCEEDED, _expired(compensation))
+                    )
+                raise CallFailed(_info(step_id, error))
+            if not compensation:
+                execution.emit_retrying(step_id, attempt, _info(step_id, error), delay)
+            await self._clock.sleep(delay)
+
+
+def _info(step_id: str, error: ExecutionError) -> ErrorInfo:
+    return ErrorInfo(step_id, error.code, error.message)
+
+
+def _expired(compensation: bool) -> str:
+    return "compensation budget exhausted" if compensation else "deadline exceeded"

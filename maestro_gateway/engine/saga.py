@@ -1,0 +1,51 @@
+"""Saga rollback: undo the succeeded steps, newest first (DESIGN §4).
+
+Runs when an execution fails (a step failed after its retries, the deadline passed, the caller
+cancelled). Compensations run one at a time in reverse order of completion, each seeing the whole
+context plus ``error`` (the cause), with the compensation's own retry policy, all within
+``compensation_timeout`` counted from the start of the rollback — a budget of its own, independent
+of the workflow and caller deadlines, which may already have passed. A failed compensation is
+recorded and the others still run.
+"""
+
+from __future__ import annotations
+
+from maestro_gateway.engine.calls import CallFailed, CallRunner
+from maestro_gateway.engine.context import Execution
+from maestro_gateway.engine.events import StepStatus
+from maestro_gateway.resilience.deadline import Deadline
+from maestro_gateway.transports.base import Metadata
+
+
+async def compensate(execution: Execution, runner: CallRunner, metadata: Metadata) -> bool:
+    """Run every needed compensation of ``execution``; return True when all succeeded.
+
+    Each compensated step ends COMPENSATED or COMPENSATION_FAILED (with ``compensation_error``),
+    and ``steps.<id>.status`` in the context follows, so later compensations can see it.
+    """
+    if not execution.completed:
+        return True
+    assert execution.cause is not None
+    ctx = execution.ctx
+    ctx["error"] = execution.cause.as_value()
+    clock = execution.clock
+    budget = Deadline.from_timeout(clock, execution.workflow.compensation_timeout)
+    all_ok = True
+    for state in reversed(execution.completed):
+        call = state.step.compensate
+        assert call is not None
+        started = clock.monotonic()
+        try:
+            await runner.run(
+                execution, state, call, deadline=budget, metadata=metadata, compensation=True
+            )
+        except CallFailed as failed:
+            all_ok = False
+            state.status = StepStatus.COMPENSATION_FAILED
+            state.compensation_error = failed.error
+            execution.emit_compensation_failed(state, failed.error)
+        else:
+            state.status = StepStatus.COMPENSATED
+            execution.emit_compensation_succeeded(state, clock.monotonic() - started)
+        ctx["steps"][state.step.id]["status"] = state.status.value
+    return all_ok
