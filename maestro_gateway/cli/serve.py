@@ -1,0 +1,154 @@
+"""``maestro serve``: the gateway gRPC server.
+
+Loads every ``*.yaml``/``*.yml`` in ``--workflows`` (an invalid file is logged with all its
+diagnostics and not served), then prints one ready line on stdout::
+
+    maestro-gateway listening on 127.0.0.1:50051 (3 workflows)
+
+SIGTERM (or SIGINT) drains gracefully and exits 0; SIGHUP reloads the directory all or nothing.
+Logs go to stderr, one ``key=value`` line per event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from maestro_gateway.model.durations import DurationError, parse_duration
+
+USAGE_ERROR = 2
+RUNTIME_ERROR = 1
+LOG_FORMAT = "time=%(asctime)s level=%(levelname)s %(message)s"
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except DurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive integer")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a port number (0 picks a free one)")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the options of ``maestro serve``."""
+    parser.add_argument(
+        "--workflows", required=True, type=Path, metavar="DIR", help="directory of workflow files"
+    )
+    parser.add_argument(
+        "--port", required=True, type=_port, metavar="N", help="port to listen on (0: any)"
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", metavar="H", help="address to bind (default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--grace",
+        default=30.0,
+        type=_duration,
+        metavar="DURATION",
+        help="on SIGTERM, time running executions get to finish (default 30s)",
+    )
+    parser.add_argument(
+        "--max-concurrent",
+        default=1000,
+        type=_positive,
+        metavar="N",
+        help="executions in flight at once; beyond it RESOURCE_EXHAUSTED (default 1000)",
+    )
+    parser.add_argument("--tls-cert", metavar="FILE", help="server certificate chain (PEM)")
+    parser.add_argument("--tls-key", metavar="FILE", help="server private key (PEM)")
+    parser.add_argument(
+        "--tls-client-ca", metavar="FILE", help="CA of client certificates: enables mutual TLS"
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log verbosity (default info; payloads and header values are never logged above debug)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM/SIGINT; return the exit code."""
+    logging.basicConfig(
+        stream=sys.stderr, level=args.log_level.upper(), format=LOG_FORMAT, force=True
+    )
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("maestro serve: --tls-cert and --tls-key go together", file=sys.stderr)
+        return USAGE_ERROR
+    if args.tls_client_ca and not args.tls_cert:
+        print("maestro serve: --tls-client-ca needs --tls-cert and --tls-key", file=sys.stderr)
+        return USAGE_ERROR
+    if not args.workflows.is_dir():
+        print(f"maestro serve: {args.workflows}: not a directory", file=sys.stderr)
+        return USAGE_ERROR
+    return asyncio.run(_serve(args))
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from maestro_gateway.server.app import TLSFiles, create_gateway
+    from maestro_gateway.server.logfmt import logfmt
+
+    log = logging.getLogger("maestro_gateway.server")
+    tls = TLSFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
+    server, problems = create_gateway(
+        args.workflows,
+        host=args.host,
+        port=args.port,
+        max_concurrent=args.max_concurrent,
+        tls=tls,
+    )
+    for problem in problems:
+        log.error(logfmt("workflow_invalid", diagnostic=str(problem)))
+    try:
+        await server.start()
+    except (OSError, RuntimeError) as exc:
+        print(f"maestro serve: {exc}", file=sys.stderr)
+        await server.shutdown(0)
+        return RUNTIME_ERROR
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reloads: set[asyncio.Task[object]] = set()
+
+    def on_hangup() -> None:
+        task: asyncio.Task[object] = loop.create_task(server.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
+
+    print(
+        f"maestro-gateway listening on {server.address} ({len(server.registry)} workflows)",
+        flush=True,
+    )
+    await stop.wait()
+    log.info(logfmt("signal", action="shutdown"))
+    await server.shutdown(args.grace)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.remove_signal_handler(sig)
+    return 0
