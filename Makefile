@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NODE_STAMP := demo/node/node_modules/.installed
 
-.PHONY: all install node test check lint typecheck pytest proto proto-check demo bench clean
+.PHONY: all install node test check lint typecheck pytest proto proto-check demo bench bench-scale clean
 
 all: test
 
@@ -50,6 +50,13 @@ proto: $(STAMP)
 
 proto-check: $(STAMP)
 	$(PY) tools/gen_proto.py --check
+
+# Side by side with hand-written glue, then the scale figures; a few minutes on 2 cores.
+bench: $(STAMP)
+	$(PY) -m bench.run
+
+bench-scale: $(STAMP)
+	$(PY) -m bench.run --scale-only
 
 clean:
 	rm -rf $(VENV) demo/node/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Benchmarks: the gateway against hand-written asyncio glue (``make bench``)."""
