@@ -1,0 +1,227 @@
+"""``GrpcTransport``: calls any method of one gRPC service, discovered at run time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor
+from google.protobuf.message import Message
+
+from maestro_gateway.codes import Code
+from maestro_gateway.errors import CallError
+from maestro_gateway.model.types import Service
+from maestro_gateway.transports.base import Metadata
+from maestro_gateway.transports.grpc.channels import ChannelPool
+from maestro_gateway.transports.grpc.descriptors import Descriptors, load_descriptors
+from maestro_gateway.transports.grpc.status import call_error, outgoing_metadata
+from maestro_gateway.transports.grpc.values import build_request, message_converter
+
+Kind = Literal["unary_unary", "unary_stream", "stream_unary", "stream_stream"]
+
+RESOLVE_TIMEOUT = 10.0
+"""Default bound of one descriptor resolution (a reflection exchange or a protoc run)."""
+
+
+@dataclass(slots=True)
+class _Method:
+    """A resolved method with everything a call needs, built once."""
+
+    path: str
+    kind: Kind
+    request_class: type[Message]
+    response_class: type[Message]
+    to_plain: Callable[[Any], Any]
+    callables: dict[int, Any] = field(default_factory=dict)
+
+
+def _kind(method: MethodDescriptor) -> Kind:
+    client = "stream" if method.client_streaming else "unary"
+    server = "stream" if method.server_streaming else "unary"
+    kind: Kind = f"{client}_{server}"  # type: ignore[assignment]
+    return kind
+
+
+class GrpcTransport:
+    """Calls methods of one gRPC service, resolving them through its descriptor source.
+
+    Descriptors are loaded once, on first need; concurrent first calls share one load, and a
+    failed load is retried by the next call. Methods are resolved once per method string.
+
+    Args:
+        service: the service definition (endpoint, pool size, TLS, descriptor source).
+        resolve_timeout: bound of one descriptor load, in seconds.
+    """
+
+    def __init__(self, service: Service, *, resolve_timeout: float = RESOLVE_TIMEOUT) -> None:
+        self.service = service
+        self._pool = ChannelPool(service.endpoint, service.pool, service.tls)
+        self._resolve_timeout = resolve_timeout
+        self._descriptors: Descriptors | None = None
+        self._loading: asyncio.Task[Descriptors] | None = None
+        self._methods: dict[str, _Method] = {}
+
+    @property
+    def channels(self) -> ChannelPool:
+        """The channel pool (for diagnostics and tests)."""
+        return self._pool
+
+    async def descriptors(
+        self, *, wait: float | None = None, metadata: Metadata = ()
+    ) -> Descriptors:
+        """Return the service's descriptors, loading them on first use.
+
+        Args:
+            wait: how long this caller waits (the load itself is bounded by
+                ``resolve_timeout`` and goes on for other callers).
+            metadata: sent with a reflection call, if this caller starts one.
+
+        Raises:
+            CallError: DEADLINE_EXCEEDED when ``wait`` passes first; UNAVAILABLE when the
+                service is unreachable; FAILED_PRECONDITION when descriptors are unusable.
+        """
+        if self._descriptors is not None:
+            return self._descriptors
+        task = self._loading
+        if task is None:
+            task = self._loading = asyncio.create_task(self._load(outgoing_metadata(metadata)))
+            task.add_done_callback(_retrieve)
+        try:
+            async with asyncio.timeout(wait):
+                return await asyncio.shield(task)
+        except TimeoutError:
+            raise CallError(
+                Code.DEADLINE_EXCEEDED,
+                f"deadline passed while loading the descriptors of {self.service.endpoint}",
+            ) from None
+
+    async def _load(self, metadata: Sequence[tuple[str, str | bytes]]) -> Descriptors:
+        try:
+            loaded = await load_descriptors(
+                self.service.descriptors,
+                self._pool.get(),
+                target=self.service.endpoint,
+                rpc_timeout=self._resolve_timeout,
+                metadata=metadata,
+            )
+        finally:
+            self._loading = None
+        self._descriptors = loaded
+        return loaded
+
+    async def describe(self, method: str) -> MethodDescriptor:
+        """Resolve ``method`` against the service's descriptors (for ``validate --connect``).
+
+        Raises:
+            ResolutionError: the method is unknown (UNIMPLEMENTED) or ambiguous
+                (FAILED_PRECONDITION).
+            CallError: the descriptors could not be loaded.
+        """
+        descriptors = await self.descriptors(wait=self._resolve_timeout)
+        return descriptors.method(method)
+
+    async def _method(self, text: str, wait: float | None, metadata: Metadata) -> _Method:
+        found = self._methods.get(text)
+        if found is not None:
+            return found
+        descriptors = await self.descriptors(wait=wait, metadata=metadata)
+        descriptor = descriptors.method(text)
+        found = self._methods.get(text)
+        if found is None:
+            found = self._methods[text] = _Method(
+                path=f"/{descriptor.containing_service.full_name}/{descriptor.name}",
+                kind=_kind(descriptor),
+                request_class=message_factory.GetMessageClass(descriptor.input_type),
+                response_class=message_factory.GetMessageClass(descriptor.output_type),
+                to_plain=message_converter(descriptor.output_type),
+            )
+        return found
+
+    def _callable(self, method: _Method) -> Any:
+        if self._pool.closed:
+            raise CallError(Code.UNAVAILABLE, f"the transport to {self.service.endpoint} is closed")
+        index = self._pool.next_index()
+        found = method.callables.get(index)
+        if found is None:
+            channel = self._pool.channel(index)
+            factory = getattr(channel, method.kind)
+            found = method.callables[index] = factory(
+                method.path,
+                request_serializer=method.request_class.SerializeToString,
+                response_deserializer=method.response_class.FromString,
+            )
+        return found
+
+    async def call(
+        self,
+        method: str,
+        request: Any,
+        *,
+        timeout: float | None,  # noqa: ASYNC109 - the Transport protocol's gRPC deadline
+        metadata: Metadata,
+    ) -> Any:
+        """Call ``method`` with a plain request value and return the plain response.
+
+        Client-streaming methods take a list of request values; server-streaming methods
+        return the list of response messages.
+
+        Raises:
+            CallError: the call failed, with the downstream's code, message and RetryInfo;
+                INVALID_ARGUMENT (permanent) when the request or metadata cannot be sent.
+            ResolutionError: the method is unknown or ambiguous.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        sent_metadata = outgoing_metadata(metadata) or None
+        resolved = await self._method(method, timeout, metadata)
+        what = resolved.path[1:]
+        if resolved.kind.startswith("stream"):
+            if not isinstance(request, list):
+                raise CallError(
+                    Code.INVALID_ARGUMENT,
+                    f"{what} is client-streaming: its request must be a list, "
+                    f"got {type(request).__name__}",
+                    permanent=True,
+                )
+            messages: Any = [
+                build_request(resolved.request_class, item, what=f"{what} (item {i})")
+                for i, item in enumerate(request)
+            ]
+        else:
+            messages = build_request(resolved.request_class, request, what=what)
+        remaining = None
+        if timeout is not None:
+            remaining = timeout - (loop.time() - started)
+            if remaining <= 0:
+                raise CallError(Code.DEADLINE_EXCEEDED, f"deadline passed before calling {what}")
+        multi = self._callable(resolved)
+        if resolved.kind.startswith("stream"):
+            messages = iter(messages)
+        rpc = multi(messages, timeout=remaining, metadata=sent_metadata)
+        try:
+            if resolved.kind.endswith("unary"):
+                return resolved.to_plain(await rpc)
+            return [resolved.to_plain(item) async for item in rpc]
+        except grpc.RpcError as err:
+            raise call_error(err, what=what) from None
+        except asyncio.CancelledError:
+            rpc.cancel()
+            raise
+
+    async def close(self) -> None:
+        """Stop any descriptor load in progress and close every channel."""
+        task = self._loading
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self._pool.close()
+
+
+def _retrieve(task: asyncio.Task[Descriptors]) -> None:
+    # Every waiter may have given up; mark the outcome as seen so asyncio does not log it.
+    if not task.cancelled():
+        task.exception()
