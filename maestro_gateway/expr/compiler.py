@@ -80,6 +80,8 @@ def _clean(message: str) -> str:
     if message.startswith("Syntax error: "):
         message = "syntax error: " + message[len("Syntax error: ") :]
         message = message.replace("'<EOF>'", "end of expression")
+        message = message.replace("mismatched input ", "unexpected ")
+        message = message.replace("extraneous input ", "unexpected ")
         expecting = _EXPECTING.search(message)
         if expecting and expecting.group(1).count(",") > 3:
             message = message[: expecting.start()]

@@ -68,7 +68,7 @@ def from_cel(value: Any) -> Any:
     if name.startswith("LIST"):
         return [from_cel(v) for v in value.value()]
     if name == "TYPE":
-        return str(value.value().name())
+        return str(value.value().name()).split("<")[0].lower()
     return plain(value.value())
 
 
@@ -144,7 +144,7 @@ _KEY_NOT_FOUND = re.compile(r'Key not found in map : "(.*)"')
 _NO_VALUE = re.compile(r'No value with name "(.*)" found')
 _OVERLOAD = re.compile(r"No matching overloads found : (\S+?)\((.*)\)")
 _INDEX = re.compile(r"Index error: index=(-?\d+) size=(\d+)")
-_NON_CEL = re.compile(r"Non-CEL value type for '([^']*?)(?: -> .*)?': (\w+)")
+_NON_CEL = re.compile(r"Non-CEL value type for '(.*?)(?: -> .*)?': (\w+)\.?$")
 _OPERATORS = {
     "_+_": "+",
     "_-_": "-",
