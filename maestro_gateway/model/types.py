@@ -148,10 +148,14 @@ class GrpcMethod:
 
 @dataclass(frozen=True, slots=True)
 class HttpMethod:
-    """An HTTP method reference ``VERB /path``; the path may hold templates."""
+    """An HTTP method reference ``VERB /path``; the path may hold templates.
+
+    ``source`` is the path as written in the file (for diagrams and messages).
+    """
 
     verb: str
     path: Template
+    source: str = ""
 
 
 MethodRef = GrpcMethod | HttpMethod

@@ -1,0 +1,312 @@
+"""The loader's working state: the diagnostics found so far and typed readers of YAML nodes.
+
+Every reader checks one node, reports what is wrong at the node's position and returns None
+instead of raising, so one pass over the file collects every problem. Field paths in messages
+(``services.inventory.retry.attempts``) say where the problem is even without the position.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from maestro_gateway import expr
+from maestro_gateway.errors import Diagnostic
+from maestro_gateway.model.durations import DurationError, parse_duration
+from maestro_gateway.model.types import Position
+from maestro_gateway.model.yamlnodes import (
+    BOOL,
+    FLOAT,
+    INT,
+    NULL,
+    STR,
+    MappingNode,
+    Node,
+    ScalarNode,
+    SequenceNode,
+    kind,
+    pairs,
+    position,
+    to_python,
+)
+
+_INDENT = re.compile(r"[ ]*")
+
+
+def did_you_mean(word: str, choices: Collection[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest choice, or an empty string if none is close."""
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    if not close and word.lower() in {c.lower() for c in choices}:
+        close = [c for c in choices if c.lower() == word.lower()]
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class LoadContext:
+    """Diagnostics and node readers for one workflow file.
+
+    Attributes:
+        path: the file name used in diagnostics, exactly as given.
+        base_dir: the directory relative file paths in the workflow are resolved against.
+        check_files: whether referenced files (TLS, descriptors) must exist.
+        diagnostics: every problem found so far.
+    """
+
+    def __init__(self, path: str, text: str, base_dir: str, *, check_files: bool) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+        self.base_dir = base_dir
+        self.check_files = check_files
+        self.diagnostics: list[Diagnostic] = []
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def error_at(self, pos: Position, message: str) -> None:
+        """Record a problem at ``pos``."""
+        self.diagnostics.append(Diagnostic(self.path, pos.line, pos.column, message))
+
+    def error(self, node: Node, message: str) -> None:
+        """Record a problem at the start of ``node``."""
+        self.error_at(position(node), message)
+
+    def offset_position(self, node: ScalarNode, offset: int) -> Position:
+        """Where character ``offset`` of a scalar's value is in the file.
+
+        Exact for plain and single-line quoted scalars (escape sequences inside double quotes
+        can shift it slightly) and for literal block scalars (``|``); other multi-line scalars
+        (folded ``>`` or quoted strings spanning lines) report the start of the scalar.
+        """
+        line0, col0 = node.start_mark.line, node.start_mark.column
+        single_line = node.end_mark.line == line0
+        if node.style in (None, "'", '"') and single_line:
+            quote = 1 if node.style else 0
+            return Position(line0 + 1, col0 + 1 + quote + offset)
+        if node.style == "|":
+            before = node.value[:offset].split("\n")
+            source_line = line0 + len(before)  # the header line is line0; content starts below
+            indent = self._block_indent(line0 + 1)
+            return Position(source_line + 1, indent + len(before[-1]) + 1)
+        return position(node)
+
+    def _block_indent(self, first_line: int) -> int:
+        for line in self.lines[first_line:]:
+            if line.strip():
+                return len(_INDENT.match(line).group(0))  # type: ignore[union-attr]
+        return 0
+
+    # -- structure ---------------------------------------------------------------------------
+
+    def fields(
+        self,
+        node: Node,
+        where: str,
+        allowed: Sequence[str],
+        required: Sequence[str] = (),
+    ) -> dict[str, Node] | None:
+        """Read a mapping with known keys: report unknown keys (with a suggestion) and missing ones.
+
+        Returns:
+            The value nodes by key, or None when ``node`` is not a mapping.
+        """
+        if not isinstance(node, MappingNode):
+            self.error(node, f"{where}: expected a mapping, got {kind(node)}")
+            return None
+        out: dict[str, Node] = {}
+        for key, value in pairs(node):
+            if not isinstance(key, ScalarNode):
+                self.error(key, f"{where}: keys must be strings")
+                continue
+            if key.value not in allowed:
+                hint = did_you_mean(key.value, allowed)
+                self.error(key, f"{where}: unknown key '{key.value}'{hint}")
+                continue
+            out[key.value] = value
+        for name in required:
+            if name not in out:
+                self.error(node, f"{where}: missing required key '{name}'")
+        return out
+
+    def mapping_items(self, node: Node, where: str) -> list[tuple[ScalarNode, Node]] | None:
+        """The (key, value) pairs of a mapping with free-form string keys."""
+        if not isinstance(node, MappingNode):
+            self.error(node, f"{where}: expected a mapping, got {kind(node)}")
+            return None
+        out: list[tuple[ScalarNode, Node]] = []
+        for key, value in pairs(node):
+            if not isinstance(key, ScalarNode) or key.tag == NULL:
+                self.error(key, f"{where}: keys must be strings")
+                continue
+            out.append((key, value))
+        return out
+
+    def items(self, node: Node, where: str) -> list[Node] | None:
+        """The element nodes of a list."""
+        if not isinstance(node, SequenceNode):
+            self.error(node, f"{where}: expected a list, got {kind(node)}")
+            return None
+        return list(node.value)
+
+    # -- scalars -----------------------------------------------------------------------------
+
+    def string(self, node: Node, where: str, *, scalars: bool = False) -> str | None:
+        """A non-empty string; with ``scalars`` a number or boolean is taken as its text."""
+        accepted = (STR, INT, FLOAT, BOOL) if scalars else (STR,)
+        if not isinstance(node, ScalarNode) or node.tag not in accepted:
+            self.error(node, f"{where}: expected a string, got {kind(node)}")
+            return None
+        if not node.value.strip():
+            self.error(node, f"{where}: must not be empty")
+            return None
+        return str(node.value)
+
+    def integer(self, node: Node, where: str, minimum: int) -> int | None:
+        """An integer at least ``minimum``."""
+        if not isinstance(node, ScalarNode) or node.tag != INT:
+            self.error(node, f"{where}: expected an integer ≥ {minimum}, got {kind(node)}")
+            return None
+        value = int(to_python(node))
+        if value < minimum:
+            self.error(node, f"{where}: must be at least {minimum}, got {value}")
+            return None
+        return value
+
+    def number(self, node: Node, where: str, minimum: float) -> float | None:
+        """A number (integer or float) at least ``minimum``."""
+        if not isinstance(node, ScalarNode) or node.tag not in (INT, FLOAT):
+            self.error(node, f"{where}: expected a number ≥ {minimum:g}, got {kind(node)}")
+            return None
+        value = float(to_python(node))
+        if not value >= minimum:  # also refuses NaN
+            self.error(node, f"{where}: must be at least {minimum:g}, got {node.value}")
+            return None
+        return value
+
+    def boolean(self, node: Node, where: str) -> bool | None:
+        """``true`` or ``false``."""
+        if not isinstance(node, ScalarNode) or node.tag != BOOL:
+            self.error(node, f"{where}: expected true or false, got {kind(node)}")
+            return None
+        return bool(to_python(node))
+
+    def duration(self, node: Node, where: str, *, positive: bool = True) -> float | None:
+        """A duration such as ``30s`` in seconds; zero is refused when ``positive``."""
+        if not isinstance(node, ScalarNode) or node.tag not in (STR, INT, FLOAT):
+            self.error(node, f"{where}: expected a duration such as 30s, got {kind(node)}")
+            return None
+        try:
+            seconds = parse_duration(node.value)
+        except DurationError as exc:
+            self.error(node, f"{where}: {exc}")
+            return None
+        if positive and seconds <= 0:
+            self.error(node, f"{where}: must be greater than zero")
+            return None
+        return seconds
+
+    def choice(self, node: Node, where: str, choices: Sequence[str]) -> str | None:
+        """One of ``choices``."""
+        value = self.string(node, where)
+        if value is None:
+            return None
+        if value not in choices:
+            listed = ", ".join(choices)
+            self.error(
+                node,
+                f"{where}: must be one of {listed}, got '{value}'{did_you_mean(value, choices)}",
+            )
+            return None
+        return value
+
+    def file_path(self, node: Node, where: str) -> str | None:
+        """A file path, resolved against the workflow's directory; must exist when checked."""
+        value = self.string(node, where)
+        if value is None:
+            return None
+        resolved = self.resolve(value)
+        if self.check_files and not os.path.isfile(resolved):
+            self.error(node, f"{where}: file not found: {value}")
+            return None
+        return resolved
+
+    def resolve(self, path: str) -> str:
+        """``path`` made absolute against the workflow file's directory."""
+        return os.path.normpath(os.path.join(self.base_dir, os.path.expanduser(path)))
+
+    # -- templates ---------------------------------------------------------------------------
+
+    def template(self, node: Node, scope: expr.Scope, where: str) -> expr.Template | None:
+        """Compile a value with ``{{ }}`` templates anywhere inside it.
+
+        A value without templates becomes one constant. Every syntax or scope problem is
+        reported at its position; None means at least one was found.
+        """
+        result = self._template(node, scope, where)
+        return None if result is None else result[0]
+
+    def _template(
+        self, node: Node, scope: expr.Scope, where: str
+    ) -> tuple[expr.Template, Any] | None:
+        if isinstance(node, ScalarNode):
+            if node.tag != STR:
+                value = to_python(node)
+                return expr.constant(value), value
+            compiled = self.compile_text(node, node.value, 0, scope, where)
+            return None if compiled is None else (compiled, node.value)
+        if isinstance(node, MappingNode):
+            items: dict[str, tuple[expr.Template, Any]] = {}
+            failed = False
+            for key, value in pairs(node):
+                if not isinstance(key, ScalarNode) or key.tag == NULL:
+                    self.error(key, f"{where}: keys must be strings")
+                    failed = True
+                    continue
+                child = self._template(value, scope, f"{where}.{key.value}")
+                if child is None:
+                    failed = True
+                else:
+                    items[str(key.value)] = child
+            if failed:
+                return None
+            plain = {k: v for k, (_, v) in items.items()}
+            if all(t.is_constant for t, _ in items.values()):
+                return expr.constant(plain), plain
+            return expr.mapping({k: t for k, (t, _) in items.items()}), plain
+        if isinstance(node, SequenceNode):
+            elements = [self._template(v, scope, f"{where}[{i}]") for i, v in enumerate(node.value)]
+            if any(e is None for e in elements):
+                return None
+            done = [e for e in elements if e is not None]
+            plain_list = [v for _, v in done]
+            if all(t.is_constant for t, _ in done):
+                return expr.constant(plain_list), plain_list
+            return expr.sequence([t for t, _ in done]), plain_list
+        self.error(node, f"{where}: unsupported YAML value")
+        return None
+
+    def compile_text(
+        self, node: ScalarNode, text: str, offset: int, scope: expr.Scope, where: str
+    ) -> expr.Template | None:
+        """Compile ``text`` (found at ``offset`` in ``node``'s value) as a template string."""
+        try:
+            return expr.compile_string(text, scope)
+        except expr.TemplateSyntaxError as exc:
+            for problem in exc.problems:
+                pos = self.offset_position(node, offset + problem.offset)
+                self.error_at(pos, f"{where}: {problem.message}")
+            return None
+
+    def condition(self, node: Node, scope: expr.Scope, where: str) -> expr.Condition | None:
+        """Compile a ``when`` condition (``{{ expr }}`` or a bare CEL expression)."""
+        if not isinstance(node, ScalarNode) or node.tag not in (STR, BOOL):
+            self.error(node, f"{where}: expected an expression string, got {kind(node)}")
+            return None
+        try:
+            return expr.compile_condition(str(node.value), scope)
+        except expr.TemplateSyntaxError as exc:
+            for problem in exc.problems:
+                self.error_at(
+                    self.offset_position(node, problem.offset), f"{where}: {problem.message}"
+                )
+            return None

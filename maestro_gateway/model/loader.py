@@ -1,0 +1,212 @@
+"""Load a workflow file into a validated, immutable ``Workflow``.
+
+``load_file`` and ``load_string`` either return a workflow that every later layer can trust, or
+raise ``DefinitionError`` carrying *every* problem of the file, each at its 1-based line and
+column: YAML syntax, duplicate keys, unknown keys (with a did-you-mean), missing or mistyped
+fields, invalid durations and policies, unknown services, malformed methods, duplicate step ids,
+output-name collisions, an invalid input schema and every expression problem (syntax, unknown
+names, references to steps that cannot have run yet).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import jsonschema
+import jsonschema.validators
+
+from maestro_gateway import expr
+from maestro_gateway.errors import DefinitionError, Diagnostic
+from maestro_gateway.model.context import LoadContext
+from maestro_gateway.model.scopes import Scopes
+from maestro_gateway.model.services import read_service
+from maestro_gateway.model.steps import StepReader
+from maestro_gateway.model.types import Service, Workflow
+from maestro_gateway.model.yamlnodes import (
+    MappingNode,
+    Node,
+    SequenceNode,
+    compose,
+    duplicate_keys,
+    is_null,
+    position,
+    to_python,
+    yaml,
+)
+
+WORKFLOW_KEYS = (
+    "name",
+    "version",
+    "description",
+    "timeout",
+    "compensation_timeout",
+    "input",
+    "services",
+    "steps",
+    "output",
+)
+NAME = re.compile(r"[A-Za-z0-9_.-]+")
+DEFAULT_COMPENSATION_TIMEOUT = 60.0
+
+
+def load_file(path: str) -> Workflow:
+    """Read and validate the workflow file at ``path``.
+
+    Relative paths inside the workflow (TLS files, descriptors) are resolved against the file's
+    directory and must exist.
+
+    Raises:
+        DefinitionError: every problem found, including ``cannot read`` when the file cannot be
+            read or is not UTF-8.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise DefinitionError([Diagnostic(path, 1, 1, f"cannot read: {reason}")]) from exc
+    base_dir = os.path.dirname(os.path.abspath(path))
+    return _load(text, path, base_dir, check_files=True)
+
+
+def load_string(text: str, path: str = "<string>") -> Workflow:
+    """Validate workflow ``text``; ``path`` names it in diagnostics.
+
+    Relative paths inside the workflow are resolved against the directory of ``path`` (the
+    current directory for ``<string>``); their existence is not checked, because the text may
+    be validated away from the machine that will run it.
+
+    Raises:
+        DefinitionError: every problem found.
+    """
+    base_dir = os.path.dirname(os.path.abspath(path)) if path != "<string>" else os.getcwd()
+    return _load(text, path, base_dir, check_files=False)
+
+
+def _load(text: str, path: str, base_dir: str, *, check_files: bool) -> Workflow:
+    ctx = LoadContext(path, text, base_dir, check_files=check_files)
+    try:
+        root = compose(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        message = " ".join(p for p in (exc.context, exc.problem) if p)
+        raise DefinitionError(
+            [Diagnostic(path, line, column, f"YAML syntax error: {message}")]
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise DefinitionError([Diagnostic(path, 1, 1, f"YAML error: {exc}")]) from exc
+    if root is None or is_null(root):
+        raise DefinitionError(
+            [Diagnostic(path, 1, 1, "the file is empty; a workflow needs name, services and steps")]
+        )
+    for first, duplicate in duplicate_keys(root):
+        ctx.error(
+            duplicate, f"duplicate key '{duplicate.value}' (first at line {position(first).line})"
+        )
+    workflow = _workflow(ctx, root, text)
+    if ctx.diagnostics or workflow is None:
+        raise DefinitionError(ctx.diagnostics)
+    return workflow
+
+
+def _workflow(ctx: LoadContext, root: Node, text: str) -> Workflow | None:
+    fields = ctx.fields(root, "workflow", WORKFLOW_KEYS, required=("name", "services", "steps"))
+    if fields is None:
+        return None
+    values: dict[str, Any] = {}
+    if "name" in fields:
+        name = ctx.string(fields["name"], "name", scalars=True)
+        if name is not None and not NAME.fullmatch(name):
+            ctx.error(
+                fields["name"], f"name: '{name}' may hold only letters, digits, '_', '.' and '-'"
+            )
+        values["name"] = name
+    for key in ("version", "description"):
+        if key in fields and not is_null(fields[key]):
+            values[key] = ctx.string(fields[key], key, scalars=True)
+    if "timeout" in fields:
+        values["timeout"] = ctx.duration(fields["timeout"], "timeout")
+    values["compensation_timeout"] = DEFAULT_COMPENSATION_TIMEOUT
+    if "compensation_timeout" in fields:
+        values["compensation_timeout"] = ctx.duration(
+            fields["compensation_timeout"], "compensation_timeout"
+        )
+    schema_ok = True
+    if "input" in fields:
+        schema = _input_schema(ctx, fields["input"])
+        schema_ok = schema is not None
+        values["input_schema"] = schema
+
+    steps_reader = StepReader(ctx, {})
+    infos = steps_reader.structure(fields["steps"]) if "steps" in fields else []
+    scopes = Scopes(infos)
+    services = _services(ctx, fields.get("services"), scopes)
+    steps_reader.services = services
+    steps = steps_reader.build(scopes) if "steps" in fields else None
+    output: expr.Template | None = None
+    output_ok = True
+    if "output" in fields and not is_null(fields["output"]):
+        output = ctx.template(fields["output"], scopes.workflow_output(), "output")
+        output_ok = output is not None
+    if (
+        steps is None
+        or not schema_ok
+        or not output_ok
+        or any(v is None for k, v in values.items() if k != "input_schema")
+        or any(s is None for s in services.values())
+    ):
+        return None
+    return Workflow(
+        services={k: v for k, v in services.items() if v is not None},
+        steps=steps,
+        output=output,
+        source=text,
+        path=ctx.path,
+        **values,
+    )
+
+
+def _services(ctx: LoadContext, node: Node | None, scopes: Scopes) -> dict[str, Service | None]:
+    if node is None:
+        return {}
+    items = ctx.mapping_items(node, "services")
+    if items is None:
+        return {}
+    if not items:
+        ctx.error(node, "services: define at least one service")
+    scope = scopes.service()
+    return {str(k.value): read_service(ctx, k, v, scope) for k, v in items}
+
+
+def _input_schema(ctx: LoadContext, node: Node) -> dict[str, Any] | None:
+    if not isinstance(node, MappingNode):
+        ctx.error(node, "input: expected a JSON Schema (a mapping)")
+        return None
+    schema = to_python(node)
+    validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        target = _schema_node(node, list(exc.path))
+        where = ".".join(["input", *(str(p) for p in exc.path)])
+        ctx.error(target, f"{where}: invalid JSON Schema: {exc.message}")
+        return None
+    return dict(schema)
+
+
+def _schema_node(node: Node, path: list[Any]) -> Node:
+    """The node at ``path`` inside a schema, or the deepest one that exists."""
+    for part in path:
+        if isinstance(node, MappingNode):
+            match = next((v for k, v in node.value if k.value == str(part)), None)
+        elif isinstance(node, SequenceNode) and isinstance(part, int) and part < len(node.value):
+            match = node.value[part]
+        else:
+            match = None
+        if match is None:
+            break
+        node = match
+    return node
