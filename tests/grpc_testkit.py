@@ -151,8 +151,22 @@ def _handlers(schema: Schema, record: Record) -> list[grpc.GenericRpcHandler]:
     return [kitchen, mirror]
 
 
-def _reflection_handler(schema: Schema, record: Record, version: str) -> grpc.GenericRpcHandler:
-    servicer = ReflectionServicer((*SERVICES, reflection.SERVICE_NAME), pool=schema.pool)
+class _NoDependencies(ReflectionServicer):  # type: ignore[misc]
+    """Answers a symbol with its file only, so the client must fetch imports by file name."""
+
+    def _file_containing_symbol(self, request: Any, name: str) -> Any:
+        response = super()._file_containing_symbol(request, name)
+        files = response.file_descriptor_response.file_descriptor_proto
+        if files:
+            del files[1:]
+        return response
+
+
+def _reflection_handler(
+    schema: Schema, record: Record, version: str, *, send_dependencies: bool = True
+) -> grpc.GenericRpcHandler:
+    kind = ReflectionServicer if send_dependencies else _NoDependencies
+    servicer = kind((*SERVICES, reflection.SERVICE_NAME), pool=schema.pool)
     path = f"grpc.reflection.{version}.ServerReflection"
 
     async def info(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
@@ -191,6 +205,7 @@ async def start_server(
     *,
     reflection_versions: tuple[str, ...] = ("v1alpha",),
     credentials: grpc.ServerCredentials | None = None,
+    send_dependencies: bool = True,
 ) -> RunningServer:
     """Start a test server on 127.0.0.1:0 serving Kitchen and Mirror.
 
@@ -198,11 +213,15 @@ async def start_server(
         schema: the compiled test protos.
         reflection_versions: which reflection services to serve (``v1alpha``, ``v1``), or none.
         credentials: serve TLS with these credentials instead of plaintext.
+        send_dependencies: when false, reflection answers a symbol without its imports.
     """
     record = Record()
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     handlers = _handlers(schema, record)
-    handlers += [_reflection_handler(schema, record, v) for v in reflection_versions]
+    handlers += [
+        _reflection_handler(schema, record, v, send_dependencies=send_dependencies)
+        for v in reflection_versions
+    ]
     server.add_generic_rpc_handlers(tuple(handlers))
     if credentials is None:
         port = server.add_insecure_port("127.0.0.1:0")
