@@ -8,7 +8,6 @@ deadline and metadata every call received.
 from __future__ import annotations
 
 import asyncio
-import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +88,14 @@ class FakeTransports:
     def transport_for(self, service: Service) -> FakeTransports:
         return self
 
-    async def call(self, method: str, request: Any, *, timeout: float | None, metadata: Any) -> Any:
+    async def call(
+        self,
+        method: str,
+        request: Any,
+        *,
+        timeout: float | None,  # noqa: ASYNC109  (the Transport protocol)
+        metadata: Any,
+    ) -> Any:
         self.seen.append(Seen(method, request, timeout, tuple(metadata)))
         return await self.handlers[method](request)
 
@@ -170,8 +176,7 @@ def error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
 async def collect(call: Any) -> tuple[list[pb.ExecutionEvent], grpc.aio.AioRpcError | None]:
     events: list[pb.ExecutionEvent] = []
     try:
-        async for event in call:
-            events.append(event)
+        events.extend([event async for event in call])
     except grpc.aio.AioRpcError as err:
         return events, err
     return events, None
@@ -179,7 +184,7 @@ async def collect(call: Any) -> tuple[list[pb.ExecutionEvent], grpc.aio.AioRpcEr
 
 async def wait_for(predicate: Callable[[], bool], what: str, limit: float = 10.0) -> None:
     async with asyncio.timeout(limit):
-        while not predicate():
+        while not predicate():  # noqa: ASYNC110  (polls server state that has no event)
             await asyncio.sleep(0.01)
 
 
@@ -187,11 +192,7 @@ async def test_execute_streams_events_in_order_and_ends_ok(gw: Harness) -> None:
     """A successful Execute streams started, step events and finished, numbered 1..n, then OK."""
     events, err = await collect(gw.stub.Execute(request(), timeout=30))
     assert err is None
-    kinds = [
-        (e.WhichOneof("event"), getattr(e, e.WhichOneof("event")).__class__.__name__)
-        for e in events
-    ]
-    assert [k for k, _ in kinds] == [
+    assert [e.WhichOneof("event") for e in events] == [
         "started",
         "step_started",
         "step_succeeded",
@@ -201,9 +202,11 @@ async def test_execute_streams_events_in_order_and_ends_ok(gw: Harness) -> None:
     ]
     assert [e.sequence for e in events] == [1, 2, 3, 4, 5, 6]
     execution_id = events[0].execution_id
-    assert execution_id and all(e.execution_id == execution_id for e in events)
+    assert execution_id
+    assert all(e.execution_id == execution_id for e in events)
     assert events[0].started.workflow == "checkout"
-    assert events[1].step_started.step_id == "reserve" and events[1].step_started.attempt == 1
+    assert events[1].step_started.step_id == "reserve"
+    assert events[1].step_started.attempt == 1
     succeeded = events[2].step_succeeded
     assert succeeded.step_id == "reserve"
     assert json_format.MessageToDict(succeeded.output) == {
@@ -213,7 +216,8 @@ async def test_execute_streams_events_in_order_and_ends_ok(gw: Harness) -> None:
     }
     result = events[-1].finished.result
     assert result.status == pb.EXECUTION_STATUS_SUCCEEDED
-    assert result.execution_id == execution_id and result.workflow == "checkout"
+    assert result.execution_id == execution_id
+    assert result.workflow == "checkout"
     assert [s.step_id for s in result.steps] == ["reserve", "charge"]
     assert all(s.status == pb.STEP_STATUS_SUCCEEDED for s in result.steps)
     assert not result.HasField("error")
@@ -250,7 +254,8 @@ async def test_execute_failure_sends_finished_then_the_failure_code(gw: Harness)
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "card declined" in (err.details() or "")
     info = error_info(err)
-    assert info.domain == "maestro.v1" and info.reason == "FAILED_PRECONDITION"
+    assert info.domain == "maestro.v1"
+    assert info.reason == "FAILED_PRECONDITION"
     assert dict(info.metadata) == {
         "execution_id": result.execution_id,
         "workflow": "checkout",
@@ -278,14 +283,16 @@ async def test_run_failure_is_the_rpc_error_with_details(gw: Harness) -> None:
         await gw.stub.Run(request(), timeout=30)
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     info = error_info(caught.value)
-    assert info.metadata["step_id"] == "charge" and info.metadata["status"] == "COMPENSATED"
+    assert info.metadata["step_id"] == "charge"
+    assert info.metadata["status"] == "COMPENSATED"
 
 
 async def test_unknown_workflow_is_not_found_without_events(gw: Harness) -> None:
     """Execute of an unknown workflow sends no event and ends NOT_FOUND."""
     events, err = await collect(gw.stub.Execute(request("nope"), timeout=30))
     assert events == []
-    assert err is not None and err.code() == grpc.StatusCode.NOT_FOUND
+    assert err is not None
+    assert err.code() == grpc.StatusCode.NOT_FOUND
     assert error_info(err).reason == "WORKFLOW_NOT_FOUND"
     assert gw.fakes.seen == []
 
@@ -294,7 +301,8 @@ async def test_invalid_input_names_the_field_without_events(gw: Harness) -> None
     """Input failing the schema ends INVALID_ARGUMENT naming the field, before any event."""
     events, err = await collect(gw.stub.Execute(request(sku="A-1"), timeout=30))
     assert events == []
-    assert err is not None and err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err is not None
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "qty" in (err.details() or "")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await gw.stub.Run(request(sku="A-1", qty=1.5), timeout=30)
@@ -328,7 +336,8 @@ async def test_trace_headers_and_deadline_reach_the_downstream(gw: Harness) -> N
             "x-request-id": "req-7",
             "x-b3-traceid": "abc",
         }
-        assert seen.timeout is not None and 0 < seen.timeout <= 20
+        assert seen.timeout is not None
+        assert 0 < seen.timeout <= 20
 
 
 async def test_concurrency_limit_answers_resource_exhausted(make_gateway: GatewayFactory) -> None:
@@ -408,14 +417,16 @@ async def test_shutdown_drains_then_cancels_and_compensates(gw: Harness) -> None
     result = events[-1].finished.result
     assert result.status == pb.EXECUTION_STATUS_COMPENSATED
     assert (result.error.code, result.error.step_id) == ("CANCELLED", "charge")
-    assert err is not None and err.code() == grpc.StatusCode.CANCELLED
+    assert err is not None
+    assert err.code() == grpc.StatusCode.CANCELLED
     assert [s.method for s in gw.fakes.seen] == ["Reserve", "Charge", "Release"]
 
 
 async def test_validate_workflow_reports_diagnostics(gw: Harness) -> None:
     """ValidateWorkflow answers valid for a good definition and positioned diagnostics otherwise."""
     good = await gw.stub.ValidateWorkflow(pb.ValidateWorkflowRequest(source=CHECKOUT))
-    assert good.valid and list(good.diagnostics) == []
+    assert good.valid
+    assert list(good.diagnostics) == []
     broken = CHECKOUT.replace("method: Charge", "method: Charge\n    bogus: 1")
     bad = await gw.stub.ValidateWorkflow(pb.ValidateWorkflowRequest(source=broken))
     assert not bad.valid
@@ -431,7 +442,8 @@ async def test_list_and_get_workflows(gw: Harness) -> None:
     assert all(w.source == "" and w.graph == "" for w in listed.workflows)
     got = await gw.stub.GetWorkflow(pb.GetWorkflowRequest(name="checkout"))
     assert got.source == CHECKOUT
-    assert "reserve" in got.graph and "charge" in got.graph
+    assert "reserve" in got.graph
+    assert "charge" in got.graph
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await gw.stub.GetWorkflow(pb.GetWorkflowRequest(name="nope"))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
@@ -455,7 +467,8 @@ async def test_reload_is_all_or_nothing(gw: Harness) -> None:
     (directory / "broken.yaml").write_text("name: broken\nsteps: 3\n")
     (directory / "ping.yml").unlink()
     problems = await gw.server.reload()
-    assert problems and all(p.file.endswith("broken.yaml") for p in problems)
+    assert problems
+    assert all(p.file.endswith("broken.yaml") for p in problems)
     listed = await gw.stub.ListWorkflows(pb.ListWorkflowsRequest())
     assert [w.name for w in listed.workflows] == ["checkout", "ping"]
     (directory / "broken.yaml").unlink()
