@@ -443,3 +443,26 @@ def test_templates_are_reusable_across_contexts() -> None:
     template: Template = compile_string("{{ input.count * 2 }}", SCOPE)
     for count in range(5):
         assert template.render(dict(CONTEXT, input={"count": count})) == count * 2
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("{{ has(reservation.id) && reservation.id == 'R1' }}", True),
+        ("{{ has(reservation.nope) }}", False),
+        ('{{ reservation["id"] }}', "R1"),
+        ("{{ steps.reserve.output.id }}", "R1"),
+        ("{{ size(reservation) }}", 4),
+        ("{{ reservation.id + string(size(reservation)) }}", "R14"),
+    ],
+)
+def test_only_selected_fields_reach_cel(text: str, expected: Any) -> None:
+    """A name read only through fields is passed to CEL with just those fields, same result."""
+    context = dict(CONTEXT, reservation=dict(CONTEXT["reservation"], blob=[1, 2]))
+    assert render(text, context) == expected
+    poisoned = dict(context, reservation=dict(context["reservation"], bad=(1, 2)))
+    if "size(reservation)" in text:
+        with pytest.raises(EvaluationError, match="unsupported value of type tuple"):
+            render(text, poisoned)
+    else:
+        assert render(text, poisoned) == expected

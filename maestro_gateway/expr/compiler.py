@@ -43,6 +43,7 @@ class Compiled:
     tokens: list[Token]
     references: frozenset[str]
     result_type: str
+    selected: Mapping[str, frozenset[str]]
 
 
 _ENV_LOCK = threading.Lock()
@@ -142,7 +143,23 @@ def compile_expression(source: str, scope: Scope) -> tuple[Compiled | None, list
     if problems:
         return None, sorted(set(problems))
     references = frozenset(tokens[k].text for k in roots) & scope.names
-    return (
-        Compiled(source, program, tokens, references, str(program.return_type().name())),
-        [],
-    )
+    result_type = str(program.return_type().name())
+    return Compiled(source, program, tokens, references, result_type, _selected(tokens, roots)), []
+
+
+def _selected(tokens: list[Token], roots: list[int]) -> dict[str, frozenset[str]]:
+    """For each name only ever used as ``name.field`` (or ``name["field"]``), those fields.
+
+    Evaluation then hands CEL a map with just these fields: converting a large step output
+    into CEL costs far more than the expression when it reads one field of it.
+    """
+    fields: dict[str, set[str]] = {}
+    whole: set[str] = set()
+    for k in roots:
+        name = tokens[k].text
+        member = member_after(tokens, k)
+        if member is None:
+            whole.add(name)
+        else:
+            fields.setdefault(name, set()).add(member[0])
+    return {name: frozenset(f) for name, f in fields.items() if name not in whole}

@@ -50,12 +50,15 @@ class TemplateSyntaxError(Exception):
 class _Expression:
     """One compiled expression; evaluation returns plain Python or raises EvaluationError."""
 
-    __slots__ = ("_compiled", "_path", "references", "source")
+    __slots__ = ("_compiled", "_inputs", "_path", "references", "source")
 
     def __init__(self, compiled: Compiled) -> None:
         self._compiled = compiled
         self.source = compiled.source.strip()
         self.references = compiled.references
+        self._inputs = tuple(
+            (name, compiled.selected.get(name)) for name in sorted(compiled.references)
+        )
         # A bare path such as `.reservation.id` is answered by a dict walk: same result, no CEL
         # conversion of the (possibly large) value in and out.
         m = _PATH.fullmatch(compiled.source)
@@ -71,7 +74,13 @@ class _Expression:
                 return plain(walk_path(self._path, context))
             except LookupError as exc:
                 raise EvaluationError(self.source, str(exc)) from None
-        data = {name: context[name] for name in self.references if name in context}
+        data: dict[str, Any] = {}
+        for name, fields in self._inputs:
+            if name in context:
+                value = context[name]
+                if fields is not None and isinstance(value, dict):
+                    value = {f: value[f] for f in fields if f in value}
+                data[name] = value
         try:
             value = self._compiled.program.eval(data=data)
             if value.type().name() != "ERROR":
