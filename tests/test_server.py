@@ -176,7 +176,8 @@ def error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
 async def collect(call: Any) -> tuple[list[pb.ExecutionEvent], grpc.aio.AioRpcError | None]:
     events: list[pb.ExecutionEvent] = []
     try:
-        events.extend([event async for event in call])
+        async for event in call:
+            events.append(event)  # noqa: PERF401  (keep the events received before an error)
     except grpc.aio.AioRpcError as err:
         return events, err
     return events, None
