@@ -338,7 +338,8 @@ async def test_trace_headers_and_deadline_reach_the_downstream(gw: Harness) -> N
             "x-b3-traceid": "abc",
         }
         assert seen.timeout is not None
-        assert 0 < seen.timeout <= 20
+        # gRPC's wire encoding of the deadline can round it up by a fraction of a second.
+        assert 0 < seen.timeout <= 21
 
 
 async def test_concurrency_limit_answers_resource_exhausted(make_gateway: GatewayFactory) -> None:
