@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NODE_STAMP := demo/node/node_modules/.installed
 
-.PHONY: all install node test check lint typecheck pytest proto proto-check demo bench bench-scale clean
+.PHONY: all install node test check lint typecheck pytest proto proto-check demo demo-services bench bench-scale clean
 
 all: test
 
@@ -30,6 +30,11 @@ $(NODE_STAMP): demo/node/package.json
 	touch $@
 
 node: $(NODE_STAMP)
+
+# The four demo services (inventory 50051, payments 50052, shipping 50053, mailer 8081) in the
+# foreground; Ctrl-C or SIGTERM stops them all. DEMO_ARGS="--base-port 60051" moves the ports.
+demo-services: $(STAMP) node
+	$(PY) -m demo.run $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
