@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import grpc
 from google.protobuf import message_factory
@@ -15,7 +15,7 @@ from google.protobuf.message import Message
 from maestro_gateway.codes import Code
 from maestro_gateway.errors import CallError
 from maestro_gateway.model.types import Service
-from maestro_gateway.transports.base import Metadata
+from maestro_gateway.transports.base import Metadata, Transport
 from maestro_gateway.transports.grpc.channels import ChannelPool
 from maestro_gateway.transports.grpc.descriptors import Descriptors, load_descriptors
 from maestro_gateway.transports.grpc.status import call_error, outgoing_metadata
@@ -225,3 +225,9 @@ def _retrieve(task: asyncio.Task[Descriptors]) -> None:
     # Every waiter may have given up; mark the outcome as seen so asyncio does not log it.
     if not task.cancelled():
         task.exception()
+
+
+if TYPE_CHECKING:
+
+    def _is_a_transport(transport: GrpcTransport) -> Transport:
+        return transport

@@ -41,10 +41,8 @@ _WRAPPERS = frozenset(
     f"google.protobuf.{n}Value"
     for n in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes")
 )
-_JSON_WKT = frozenset(
-    f"google.protobuf.{n}"
-    for n in ("Timestamp", "Duration", "FieldMask", "Struct", "Value", "ListValue", "Empty")
-)
+_STRING_WKT = frozenset(f"google.protobuf.{n}" for n in ("Timestamp", "Duration", "FieldMask"))
+_JSON_WKT = frozenset(f"google.protobuf.{n}" for n in ("Struct", "Value", "ListValue", "Empty"))
 
 _converters: dict[Descriptor, Converter] = {}
 
@@ -60,6 +58,10 @@ def message_converter(descriptor: Descriptor) -> Converter:
     if found is None:
         found = _converters[descriptor] = _compile_message(descriptor)
     return found
+
+
+def _wkt_string(message: Any) -> str:
+    return str(message.ToJsonString())
 
 
 def _json_wkt(message: Any) -> Any:
@@ -84,6 +86,8 @@ def _compile_message(descriptor: Descriptor) -> Converter:
     if name in _WRAPPERS:
         inner = _scalar(descriptor.fields_by_name["value"])
         return (lambda m: inner(m.value)) if inner else operator.attrgetter("value")
+    if name in _STRING_WKT:
+        return _wkt_string
     if name in _JSON_WKT:
         return _json_wkt
     if name == "google.protobuf.Any":
