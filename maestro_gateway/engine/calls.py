@@ -143,10 +143,10 @@ class CallRunner:
                             return_value = await transport.call(
                                 name, request, timeout=timeout, metadata=md
                             )
-                except TimeoutError:
+                except TimeoutError as exc:
                     raise CallError(
-                        Code.DEADLINE_EXCEEDED, f"attempt timed out after {timeout:.3g}s"
-                    ) from None
+                        Code.DEADLINE_EXCEEDED, f"attempt timed out after {timeout or 0:.3g}s"
+                    ) from exc
                 except asyncio.CancelledError:
                     if breaker is not None:
                         breaker.release()

@@ -156,11 +156,19 @@ class Engine:
     async def _run_parallel(
         self, execution: Execution, step: ParallelStep, deadline: Deadline | None, md: Metadata
     ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
         try:
             async with asyncio.TaskGroup() as group:
                 for child in step.steps:
                     group.create_task(self._run_step(execution, child, deadline, md))
         except BaseExceptionGroup as group_error:
+            if task.cancelling() > cancelling:
+                # Python 3.11's TaskGroup leaves its own cancel request on the parent when a
+                # child fails during __aexit__ (fixed in 3.12); take it back so that later
+                # timeouts and cancels are read correctly. A caller cancel stays counted.
+                task.uncancel()
             _, rest = group_error.split(_StepFailure)
             if rest is not None:
                 raise rest from None
