@@ -201,7 +201,11 @@ class GrpcTransport:
         multi = self._callable(resolved)
         if resolved.kind.startswith("stream"):
             messages = iter(messages)
-        rpc = multi(messages, timeout=remaining, metadata=sent_metadata)
+        try:
+            rpc = multi(messages, timeout=remaining, metadata=sent_metadata)
+        except grpc.aio.UsageError as exc:
+            # The channel was closed under us (transport closing while calls start).
+            raise CallError(Code.UNAVAILABLE, f"cannot call {what}: {exc}") from None
         try:
             if resolved.kind.endswith("unary"):
                 return resolved.to_plain(await rpc)
