@@ -74,14 +74,16 @@ class LoadContext:
     def offset_position(self, node: ScalarNode, offset: int) -> Position:
         """Where character ``offset`` of a scalar's value is in the file.
 
-        Exact for plain and single-line quoted scalars (escape sequences inside double quotes
-        can shift it slightly) and for literal block scalars (``|``); other multi-line scalars
+        Exact for plain and single-line quoted scalars (escape sequences such as ``\\n`` inside
+        double quotes can shift it slightly) and for literal block scalars (``|``); other multi-line scalars
         (folded ``>`` or quoted strings spanning lines) report the start of the scalar.
         """
         line0, col0 = node.start_mark.line, node.start_mark.column
         single_line = node.end_mark.line == line0
         if node.style in (None, "'", '"') and single_line:
             quote = 1 if node.style else 0
+            if node.style == "'":  # '' stands for one quote in the value
+                offset += node.value[:offset].count("'")
             return Position(line0 + 1, col0 + 1 + quote + offset)
         if node.style == "|":
             before = node.value[:offset].split("\n")

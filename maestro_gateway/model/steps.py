@@ -88,6 +88,7 @@ class _Draft:
     node: Node
     fields: dict[str, Node]
     valid: bool
+    where: str
 
 
 @dataclass
@@ -130,7 +131,7 @@ class StepReader:
         return [d.info for d in self._drafts() if d.valid]
 
     def _group(self, node: MappingNode, index: int, number: int) -> _Group:
-        where = f"steps[{index}]"
+        where = _named_where(node, f"steps[{index}]")
         fields = self.ctx.fields(node, where, ("id", "parallel")) or {}
         group_id = f"parallel-{number}"
         while group_id in self._ids:
@@ -161,16 +162,18 @@ class StepReader:
         return group
 
     def _draft(self, node: Node, index: int, where: str, group: str | None) -> _Draft:
+        where = _named_where(node, where)
         fields = self.ctx.fields(node, where, STEP_KEYS, required=("id", "service", "method"))
         valid = fields is not None
         fields = fields or {}
         step_id = self._step_id(fields["id"], where) if "id" in fields else None
         if step_id is None:
-            return _Draft(StepInfo(where, "", index, group), node, fields, False)
+            return _Draft(StepInfo(where, "", index, group), node, fields, False, where)
         output_node = fields.get("output", fields["id"])
         output = self._output(output_node, step_id, explicit="output" in fields)
         valid = valid and output is not None
-        return _Draft(StepInfo(step_id, output or step_id, index, group), node, fields, valid)
+        info = StepInfo(step_id, output or step_id, index, group)
+        return _Draft(info, node, fields, valid, f"steps.{step_id}")
 
     def _step_id(self, node: Node, where: str) -> str | None:
         step_id = self.ctx.string(node, f"{where}.id", scalars=True)
@@ -254,7 +257,7 @@ class StepReader:
 
     def _call_step(self, draft: _Draft, scopes: Scopes) -> CallStep | None:
         info, fields = draft.info, draft.fields
-        where = f"steps.{info.id}" if draft.valid else info.id
+        where = draft.where
         scope = scopes.step(info)
         service = self._service(fields.get("service"), f"{where}.service")
         call = self._call(fields, where, service, scope, None)
@@ -403,3 +406,17 @@ class StepReader:
             f"{where}: '{text}' is not a gRPC method; write Name, pkg.Service/Method or pkg.Service.Method{hint}",
         )
         return None
+
+
+def _named_where(node: Node, fallback: str) -> str:
+    """``steps.<id>`` when the step has a usable id, so messages name the step."""
+    if isinstance(node, MappingNode):
+        for key, value in pairs(node):
+            if (
+                isinstance(key, ScalarNode)
+                and key.value == "id"
+                and isinstance(value, ScalarNode)
+                and _STEP_ID.fullmatch(str(value.value))
+            ):
+                return f"steps.{value.value}"
+    return fallback
