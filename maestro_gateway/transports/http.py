@@ -323,7 +323,12 @@ class HttpTransport:
         url = self._urls.get(path)
         if url is None:
             # Joined by text so a rendered path can never change the host: "//evil" stays a path.
-            url = httpx.URL(self._base + "/" + path.lstrip("/"))
+            try:
+                url = httpx.URL(self._base + "/" + path.lstrip("/"))
+            except httpx.InvalidURL as exc:
+                raise CallError(
+                    Code.INVALID_ARGUMENT, f"invalid HTTP path {path!r}: {exc}", permanent=True
+                ) from exc
             if len(self._urls) >= _URL_CACHE_SIZE:
                 self._urls.clear()
             self._urls[path] = url
@@ -390,7 +395,11 @@ def _headers(metadata: Metadata) -> list[tuple[str, str]]:
     headers: list[tuple[str, str]] = []
     for key, value in metadata:
         name = key.strip().lower()
-        if not _HEADER_NAME.fullmatch(name) or _BAD_HEADER_VALUE.search(value):
+        if (
+            not _HEADER_NAME.fullmatch(name)
+            or not value.isascii()
+            or _BAD_HEADER_VALUE.search(value)
+        ):
             # The value may be a secret: name the header only.
             raise CallError(
                 Code.INVALID_ARGUMENT, f"header {name!r} is not a valid HTTP header", permanent=True
