@@ -115,7 +115,13 @@ class CallRunner:
             call, execution.ctx, step_id, "compensate." if compensation else "", metadata
         )
         service = call.service
-        transport = self._transports.transport_for(service)
+        try:
+            transport = self._transports.transport_for(service)
+        except ExecutionError as exc:
+            raise CallFailed(_info(step_id, exc)) from exc
+        except ValueError as exc:
+            message = f"service '{service.name}' is unusable: {exc}"
+            raise CallFailed(ErrorInfo(step_id, Code.FAILED_PRECONDITION, message)) from exc
         policy = call.retry
         bpolicy = service.circuit_breaker
         breaker = self._breakers.get(service.endpoint, bpolicy) if bpolicy is not None else None
