@@ -1,0 +1,56 @@
+"""Every file in ``workflows/`` loads; the examples keep the shapes the docs promise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from maestro_gateway.model.loader import load_file
+from maestro_gateway.model.types import CallStep, GrpcMethod, HttpMethod, ParallelStep
+
+WORKFLOWS = Path(__file__).parent.parent / "workflows"
+FILES = sorted(WORKFLOWS.glob("*.yaml"))
+
+
+def test_there_are_examples() -> None:
+    """The checkout example and the Maestro.go-style example exist."""
+    assert {p.name for p in FILES} >= {"checkout.yaml", "maestro-go-style.yaml"}
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
+def test_every_workflow_loads(path: Path) -> None:
+    """Each workflow file in workflows/ is valid."""
+    assert load_file(str(path)).name
+
+
+def test_checkout_shape() -> None:
+    """checkout: reserve → parallel(charge, notify) → ship, all compensated, with a schema."""
+    workflow = load_file(str(WORKFLOWS / "checkout.yaml"))
+    reserve, group, ship = workflow.steps
+    assert isinstance(reserve, CallStep)
+    assert isinstance(group, ParallelStep)
+    assert isinstance(ship, CallStep)
+    assert [s.id for s in group.steps] == ["charge", "notify"]
+    assert all(s.compensate is not None for s in workflow.call_steps())
+    assert reserve.call.method == GrpcMethod("shop.v1.Inventory", "Reserve")
+    notify = group.steps[1]
+    assert isinstance(notify.call.method, HttpMethod)
+    assert notify.call.method.path.render_text({"input": {"order_id": "o-1"}}) == "/orders/o-1/mail"
+    assert workflow.input_schema is not None
+    assert "order_id" in workflow.input_schema["required"]
+    assert workflow.services["mailer"].endpoint == "http://127.0.0.1:8081"
+    assert ship.when is not None
+
+
+def test_maestro_go_style_uses_leading_dots_and_whole_objects() -> None:
+    """The Maestro.go example evaluates `.analysis.confidence > 0.8` and `{{ .analysis }}`."""
+    workflow = load_file(str(WORKFLOWS / "maestro-go-style.yaml"))
+    group = workflow.steps[2]
+    assert isinstance(group, ParallelStep)
+    flag = group.steps[0]
+    assert flag.when is not None
+    assert flag.when.evaluate({"analysis": {"confidence": 0.9}}) is True
+    assert flag.when.evaluate({"analysis": {"confidence": 0.5}}) is False
+    analysis = {"confidence": 0.9, "labels": ["spam"]}
+    assert flag.call.input.render({"analysis": analysis}) == analysis
