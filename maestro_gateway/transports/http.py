@@ -281,7 +281,9 @@ class HttpTransport:
             if content is not None and not any(k == "content-type" for k, _ in headers):
                 headers.append(("content-type", "application/json"))
         client = self._get_client()
-        where = f"{verb} {path}"
+        where = (
+            f"{verb} {path.split('?', 1)[0]}"  # a query string may carry secrets: not in messages
+        )
         try:
             async with asyncio.timeout(timeout):
                 outgoing = client.build_request(
