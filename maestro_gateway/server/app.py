@@ -191,9 +191,8 @@ def create_gateway(
     problems = registry.load()
     on_close: Callable[[], Awaitable[None]] | None = None
     if executor is None:
-        from maestro_gateway.transports.factory import Transports
-
         from maestro_gateway.engine import Engine
+        from maestro_gateway.transports.factory import Transports
 
         transports = Transports()
         executor = Engine(transports)

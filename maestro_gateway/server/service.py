@@ -26,6 +26,7 @@ from maestro.v1 import gateway_pb2_grpc
 
 from maestro_gateway.codes import Code
 from maestro_gateway.engine.events import (
+    Event,
     EventSink,
     ExecutionFinished,
     ExecutionResult,
@@ -299,6 +300,16 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         on_event: EventSink | None,
     ) -> ExecutionResult:
         started = time.monotonic()
+        finished: list[ExecutionResult] = []
+        sink = on_event
+        if on_event is not None:
+            forward = on_event
+
+            def sink(event: Event) -> None:
+                if isinstance(event, ExecutionFinished):
+                    finished.append(event.result)
+                forward(event)
+
         try:
             result = await self._executor.execute(
                 workflow,
@@ -307,9 +318,13 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
                 timeout=budget,
                 metadata=metadata,
                 labels=labels,
-                on_event=on_event,
+                on_event=sink,
             )
         except asyncio.CancelledError:
+            # With events the engine reported the cancelled run's outcome; without, it is unknown.
+            if finished:
+                _log_result(finished[0])
+                raise
             log.info(
                 logfmt(
                     "execution",
