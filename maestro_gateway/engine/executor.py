@@ -46,6 +46,14 @@ class _StepFailure(Exception):
     """A step failed for good; the cause is already recorded on the execution."""
 
 
+class _DeadlinePassed(Exception):
+    """A call ran out of time because the execution's deadline passed (not its own timeout).
+
+    Treated like the deadline timer firing, so the cause names the first step in flight whichever
+    of the equal timers (the workflow's, the attempt's, the transport's) happened to fire first.
+    """
+
+
 class Engine:
     """Runs workflows; one engine serves every execution of a process.
 
@@ -116,7 +124,7 @@ class Engine:
             task = asyncio.current_task()
             # A TaskGroup whose child failed swallows a concurrent cancel of its parent.
             cancelled = task is not None and task.cancelling() > 0
-        except TimeoutError:
+        except (TimeoutError, _DeadlinePassed):
             caller_first = caller_deadline is not None and caller_deadline is deadline
             self._interrupt(
                 execution,
@@ -169,9 +177,12 @@ class Engine:
                 # child fails during __aexit__ (fixed in 3.12); take it back so that later
                 # timeouts and cancels are read correctly. A caller cancel stays counted.
                 task.uncancel()
-            _, rest = group_error.split(_StepFailure)
+            failures, rest = group_error.split(_StepFailure)
+            _, rest = rest.split(_DeadlinePassed) if rest is not None else (None, None)
             if rest is not None:
                 raise rest from None
+            if failures is None:
+                raise _DeadlinePassed from None
             # Siblings cancelled because of the failure: reported, never compensated.
             failed = execution.cause
             reason = f"cancelled: step '{failed.step_id}' failed" if failed else "cancelled"
@@ -200,6 +211,8 @@ class Engine:
                 execution, state, step.call, deadline=deadline, metadata=md
             )
         except CallFailed as failed:
+            if failed.error.code is Code.DEADLINE_EXCEEDED and deadline and deadline.expired:
+                raise _DeadlinePassed from None
             execution.step_failed(state, failed.error)
             raise _StepFailure from None
         execution.step_succeeded(state, output)
