@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -14,6 +16,7 @@ import grpc
 import pytest
 import pytest_asyncio
 from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from shop.control.v1 import control_pb2, control_pb2_grpc
 from shop.v1 import (
@@ -25,11 +28,12 @@ from shop.v1 import (
     shipping_pb2_grpc,
 )
 
-from demo.harness import DemoServices, running_services
+from demo.harness import SERVICES, DemoServices, running_services, start_service
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 GRPCURL = Path(sys.executable).parent / "grpcurl"
+ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 5.0
 
 
@@ -519,3 +523,63 @@ async def test_mailer_control_rejects_bad_faults(
             assert resp.status == 400, fault
             assert (await resp.json())["error"]["code"] == "INVALID_ARGUMENT"
     assert await demo.mailer.control.calls() == []
+
+
+@pytest.mark.parametrize(
+    ("service", "name"), [("inventory", "shop.v1.Inventory"), ("payments", "shop.v1.Payments")]
+)
+async def test_python_grpc_services_report_health(
+    channels: dict[str, grpc.aio.Channel], service: str, name: str
+) -> None:
+    """The grpcio and grpclib services answer grpc.health.v1 for "" and their business service."""
+    stub = health_pb2_grpc.HealthStub(channels[service])
+    for checked in ("", name):
+        answer = await stub.Check(health_pb2.HealthCheckRequest(service=checked), timeout=TIMEOUT)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_harness_reports_a_service_that_cannot_start() -> None:
+    """Starting a service on a port already taken fails with RuntimeError, leaving no process."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(RuntimeError, match="mailer exited"):
+            await start_service("mailer", port=port, ready_timeout=15)
+
+
+async def test_runner_starts_all_and_stops_on_sigterm() -> None:
+    """python -m demo.run prints one line per service, serves, and exits 0 on SIGTERM."""
+    ports = [arg for name in SERVICES for arg in (f"--{name}-port", "0")]
+    runner = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "demo.run",
+        *ports,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert runner.stdout is not None
+    try:
+        lines = [
+            (await asyncio.wait_for(runner.stdout.readline(), 30)).decode().split()
+            for _ in SERVICES
+        ]
+        assert [line[0] for line in lines] == list(SERVICES)
+        targets = {line[0]: line[1] for line in lines}
+        assert targets["mailer"].startswith("http://127.0.0.1:")
+        listed = await grpcurl("-plaintext", targets["payments"], "list")
+        assert "shop.v1.Payments" in listed
+        runner.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(runner.wait(), 15) == 0
+        with pytest.raises(aiohttp.ClientConnectionError):
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"{targets['mailer']}/health"),
+            ):
+                pass
+    finally:
+        if runner.returncode is None:
+            runner.kill()
+            await runner.wait()
