@@ -8,6 +8,7 @@ deadline and metadata every call received.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +16,10 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import descriptor_pb2, json_format, struct_pb2
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2 as r
 from grpc_status import rpc_status
 from maestro.v1 import gateway_pb2 as pb
 from maestro.v1 import gateway_pb2_grpc
@@ -26,7 +28,7 @@ from maestro_gateway.codes import Code
 from maestro_gateway.engine import Engine
 from maestro_gateway.errors import CallError
 from maestro_gateway.model.types import Service
-from maestro_gateway.server.app import GatewayServer, create_gateway
+from maestro_gateway.server.app import GatewayServer, TLSFiles, create_gateway
 
 CHECKOUT = """\
 name: checkout
@@ -477,3 +479,72 @@ async def test_reload_is_all_or_nothing(gw: Harness) -> None:
     assert await gw.server.reload() == []
     listed = await gw.stub.ListWorkflows(pb.ListWorkflowsRequest())
     assert [w.name for w in listed.workflows] == ["checkout"]
+
+
+@pytest.mark.parametrize("version", ["v1", "v1alpha"])
+async def test_reflection_resolves_method_symbols(gw: Harness, version: str) -> None:
+    """Reflection v1 and v1alpha answer a method symbol and google.rpc.ErrorInfo with their files."""
+    call = gw.channel.stream_stream(
+        f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+        request_serializer=r.ServerReflectionRequest.SerializeToString,
+        response_deserializer=r.ServerReflectionResponse.FromString,
+    )()
+    files: dict[str, list[str]] = {}
+    for symbol in ("maestro.v1.Gateway.Execute", "google.rpc.ErrorInfo"):
+        await call.write(r.ServerReflectionRequest(file_containing_symbol=symbol))
+        reply = await call.read()
+        assert reply.WhichOneof("message_response") == "file_descriptor_response"
+        files[symbol] = [
+            descriptor_pb2.FileDescriptorProto.FromString(raw).name
+            for raw in reply.file_descriptor_response.file_descriptor_proto
+        ]
+    await call.write(r.ServerReflectionRequest(file_containing_symbol="maestro.v1.Gateway.Nope"))
+    assert (await call.read()).WhichOneof("message_response") == "error_response"
+    await call.done_writing()
+    assert files["maestro.v1.Gateway.Execute"][0] == "maestro/v1/gateway.proto"
+    assert "google/protobuf/struct.proto" in files["maestro.v1.Gateway.Execute"]
+    assert files["google.rpc.ErrorInfo"][0] == "google/rpc/error_details.proto"
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate and key for localhost / 127.0.0.1, made with openssl."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_tls_serves_only_tls_clients(tmp_path: Path, self_signed: tuple[Path, Path]) -> None:
+    """With --tls-cert/--tls-key the gateway answers TLS clients trusting the certificate."""
+    cert, key = self_signed
+    directory = tmp_path / "wf"
+    directory.mkdir()
+    (directory / "ping.yaml").write_text(PING)
+    server, _ = create_gateway(
+        directory, executor=Engine(FakeTransports()), tls=TLSFiles(str(cert), str(key))
+    )
+    await server.start()
+    try:
+        credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+        async with grpc.aio.secure_channel(f"localhost:{server.port}", credentials) as channel:
+            listed = await gateway_pb2_grpc.GatewayStub(channel).ListWorkflows(
+                pb.ListWorkflowsRequest(), timeout=10
+            )
+            assert [w.name for w in listed.workflows] == ["ping"]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await gateway_pb2_grpc.GatewayStub(channel).ListWorkflows(
+                    pb.ListWorkflowsRequest(), timeout=10
+                )
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await server.shutdown(0)
