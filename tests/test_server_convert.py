@@ -63,7 +63,7 @@ def test_integral_doubles_in_input_become_ints() -> None:
 def test_every_event_kind_maps_to_its_oneof_field() -> None:
     """Each engine event becomes the matching oneof with step_id, attempt, error, delay, output."""
     events = [
-        ExecutionStarted("e1", 1, T, "wf"),
+        ExecutionStarted("e1", 1, T, "wf", {"team": "shop"}),
         StepStarted("e1", 2, T, "charge", 1),
         StepRetrying("e1", 3, T, "charge", 1, ERR, 0.25),
         StepSucceeded("e1", 4, T, "charge", 2, {"n": 1}, 1.5),
@@ -89,7 +89,7 @@ def test_every_event_kind_maps_to_its_oneof_field() -> None:
     assert all(m.execution_id == "e1" for m in out)
     assert out[0].time.seconds == 1_700_000_000
     assert out[0].time.nanos == 250_000_000
-    assert out[0].started.workflow == "wf"
+    assert out[0].started == pb.ExecutionStarted(workflow="wf", labels={"team": "shop"})
     error = pb.Error(step_id="charge", code="UNAVAILABLE", message="down")
     assert out[1].step_started == pb.StepStarted(step_id="charge", attempt=1)
     retrying = out[2].step_retrying

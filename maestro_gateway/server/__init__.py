@@ -1,1 +1,17 @@
+"""The gateway gRPC server: ``maestro.v1.Gateway``, reflection, health, lifecycle (DESIGN §5)."""
 
+from maestro_gateway.server.app import GatewayServer, TLSFiles, create_gateway
+from maestro_gateway.server.registry import WorkflowRegistry, load_directory, validate_source
+from maestro_gateway.server.service import Executor, GatewayService, forwarded_metadata
+
+__all__ = [
+    "Executor",
+    "GatewayServer",
+    "GatewayService",
+    "TLSFiles",
+    "WorkflowRegistry",
+    "create_gateway",
+    "forwarded_metadata",
+    "load_directory",
+    "validate_source",
+]

@@ -175,6 +175,7 @@ def event_to_proto(event: Event) -> pb.ExecutionEvent:
     match event:
         case ExecutionStarted():
             out.started.workflow = event.workflow
+            out.started.labels.update(event.labels)
         case StepStarted():
             out.step_started.step_id = event.step_id
             out.step_started.attempt = event.attempt

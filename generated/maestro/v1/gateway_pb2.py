@@ -27,7 +27,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18maestro/v1/gateway.proto\x12\nmaestro.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x01\n\x0e\x45xecuteRequest\x12\x10\n\x08workflow\x18\x01 \x01(\t\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x0c\x65xecution_id\x18\x03 \x01(\t\x12\x36\n\x06labels\x18\x04 \x03(\x0b\x32&.maestro.v1.ExecuteRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"7\n\x05\x45rror\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xfd\x01\n\nStepResult\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.maestro.v1.StepStatus\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\r\x12&\n\x06output\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12 \n\x05\x65rror\x18\x05 \x01(\x0b\x32\x11.maestro.v1.Error\x12+\n\x08\x64uration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\x12\x63ompensation_error\x18\x07 \x01(\x0b\x32\x11.maestro.v1.Error\"\xb4\x02\n\x0f\x45xecutionResult\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x10\n\x08workflow\x18\x02 \x01(\t\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x1b.maestro.v1.ExecutionStatus\x12&\n\x06output\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12 \n\x05\x65rror\x18\x05 \x01(\x0b\x32\x11.maestro.v1.Error\x12%\n\x05steps\x18\x06 \x03(\x0b\x32\x16.maestro.v1.StepResult\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x8d\x05\n\x0e\x45xecutionEvent\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\r\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x07started\x18\n \x01(\x0b\x32\x1c.maestro.v1.ExecutionStartedH\x00\x12/\n\x0cstep_started\x18\x0b \x01(\x0b\x32\x17.maestro.v1.StepStartedH\x00\x12\x31\n\rstep_retrying\x18\x0c \x01(\x0b\x32\x18.maestro.v1.StepRetryingH\x00\x12\x33\n\x0estep_succeeded\x18\r \x01(\x0b\x32\x19.maestro.v1.StepSucceededH\x00\x12-\n\x0bstep_failed\x18\x0e \x01(\x0b\x32\x16.maestro.v1.StepFailedH\x00\x12/\n\x0cstep_skipped\x18\x0f \x01(\x0b\x32\x17.maestro.v1.StepSkippedH\x00\x12?\n\x14\x63ompensation_started\x18\x10 \x01(\x0b\x32\x1f.maestro.v1.CompensationStartedH\x00\x12\x43\n\x16\x63ompensation_succeeded\x18\x11 \x01(\x0b\x32!.maestro.v1.CompensationSucceededH\x00\x12=\n\x13\x63ompensation_failed\x18\x12 \x01(\x0b\x32\x1e.maestro.v1.CompensationFailedH\x00\x12\x31\n\x08\x66inished\x18\x13 \x01(\x0b\x32\x1d.maestro.v1.ExecutionFinishedH\x00\x42\x07\n\x05\x65vent\"$\n\x10\x45xecutionStarted\x12\x10\n\x08workflow\x18\x01 \x01(\t\"/\n\x0bStepStarted\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\"|\n\x0cStepRetrying\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12 \n\x05\x65rror\x18\x03 \x01(\x0b\x32\x11.maestro.v1.Error\x12(\n\x05\x64\x65lay\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x86\x01\n\rStepSucceeded\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12&\n\x06output\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12+\n\x08\x64uration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"P\n\nStepFailed\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12 \n\x05\x65rror\x18\x03 \x01(\x0b\x32\x11.maestro.v1.Error\".\n\x0bStepSkipped\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"7\n\x13\x43ompensationStarted\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\"f\n\x15\x43ompensationSucceeded\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12+\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"X\n\x12\x43ompensationFailed\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12 \n\x05\x65rror\x18\x03 \x01(\x0b\x32\x11.maestro.v1.Error\"@\n\x11\x45xecutionFinished\x12+\n\x06result\x18\x01 \x01(\x0b\x32\x1b.maestro.v1.ExecutionResult\")\n\x17ValidateWorkflowRequest\x12\x0e\n\x06source\x18\x01 \x01(\t\";\n\nDiagnostic\x12\x0c\n\x04line\x18\x01 \x01(\r\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\r\x12\x0f\n\x07message\x18\x03 \x01(\t\"V\n\x18ValidateWorkflowResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12+\n\x0b\x64iagnostics\x18\x02 \x03(\x0b\x32\x16.maestro.v1.Diagnostic\"\x16\n\x14ListWorkflowsRequest\"@\n\x15ListWorkflowsResponse\x12\'\n\tworkflows\x18\x01 \x03(\x0b\x32\x14.maestro.v1.Workflow\"\"\n\x12GetWorkflowRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"]\n\x08Workflow\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\r\n\x05graph\x18\x05 \x01(\t*\xbc\x01\n\x0f\x45xecutionStatus\x12 \n\x1c\x45XECUTION_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45XECUTION_STATUS_SUCCEEDED\x10\x01\x12\x1b\n\x17\x45XECUTION_STATUS_FAILED\x10\x02\x12 \n\x1c\x45XECUTION_STATUS_COMPENSATED\x10\x03\x12(\n$EXECUTION_STATUS_COMPENSATION_FAILED\x10\x04*\x84\x02\n\nStepStatus\x12\x1b\n\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13STEP_STATUS_PENDING\x10\x01\x12\x17\n\x13STEP_STATUS_RUNNING\x10\x02\x12\x19\n\x15STEP_STATUS_SUCCEEDED\x10\x03\x12\x16\n\x12STEP_STATUS_FAILED\x10\x04\x12\x17\n\x13STEP_STATUS_SKIPPED\x10\x05\x12\x19\n\x15STEP_STATUS_CANCELLED\x10\x06\x12\x1b\n\x17STEP_STATUS_COMPENSATED\x10\x07\x12#\n\x1fSTEP_STATUS_COMPENSATION_FAILED\x10\x08\x32\x88\x03\n\x07Gateway\x12\x43\n\x07\x45xecute\x12\x1a.maestro.v1.ExecuteRequest\x1a\x1a.maestro.v1.ExecutionEvent0\x01\x12>\n\x03Run\x12\x1a.maestro.v1.ExecuteRequest\x1a\x1b.maestro.v1.ExecutionResult\x12]\n\x10ValidateWorkflow\x12#.maestro.v1.ValidateWorkflowRequest\x1a$.maestro.v1.ValidateWorkflowResponse\x12T\n\rListWorkflows\x12 .maestro.v1.ListWorkflowsRequest\x1a!.maestro.v1.ListWorkflowsResponse\x12\x43\n\x0bGetWorkflow\x12\x1e.maestro.v1.GetWorkflowRequest\x1a\x14.maestro.v1.WorkflowB\x9c\x01\n\x14io.maestrogateway.v1B\x0cGatewayProtoP\x01ZFgithub.com/maestro-gateway/maestro-gateway/gen/go/maestro/v1;maestrov1\xa2\x02\x03MGW\xaa\x02\nMaestro.V1\xca\x02\nMaestro\\V1\xea\x02\x0bMaestro::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18maestro/v1/gateway.proto\x12\nmaestro.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x01\n\x0e\x45xecuteRequest\x12\x10\n\x08workflow\x18\x01 \x01(\t\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x0c\x65xecution_id\x18\x03 \x01(\t\x12\x36\n\x06labels\x18\x04 \x03(\x0b\x32&.maestro.v1.ExecuteRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"7\n\x05\x45rror\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xfd\x01\n\nStepResult\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.maestro.v1.StepStatus\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\r\x12&\n\x06output\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12 \n\x05\x65rror\x18\x05 \x01(\x0b\x32\x11.maestro.v1.Error\x12+\n\x08\x64uration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\x12\x63ompensation_error\x18\x07 \x01(\x0b\x32\x11.maestro.v1.Error\"\xb4\x02\n\x0f\x45xecutionResult\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x10\n\x08workflow\x18\x02 \x01(\t\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x1b.maestro.v1.ExecutionStatus\x12&\n\x06output\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12 \n\x05\x65rror\x18\x05 \x01(\x0b\x32\x11.maestro.v1.Error\x12%\n\x05steps\x18\x06 \x03(\x0b\x32\x16.maestro.v1.StepResult\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x8d\x05\n\x0e\x45xecutionEvent\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\r\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x07started\x18\n \x01(\x0b\x32\x1c.maestro.v1.ExecutionStartedH\x00\x12/\n\x0cstep_started\x18\x0b \x01(\x0b\x32\x17.maestro.v1.StepStartedH\x00\x12\x31\n\rstep_retrying\x18\x0c \x01(\x0b\x32\x18.maestro.v1.StepRetryingH\x00\x12\x33\n\x0estep_succeeded\x18\r \x01(\x0b\x32\x19.maestro.v1.StepSucceededH\x00\x12-\n\x0bstep_failed\x18\x0e \x01(\x0b\x32\x16.maestro.v1.StepFailedH\x00\x12/\n\x0cstep_skipped\x18\x0f \x01(\x0b\x32\x17.maestro.v1.StepSkippedH\x00\x12?\n\x14\x63ompensation_started\x18\x10 \x01(\x0b\x32\x1f.maestro.v1.CompensationStartedH\x00\x12\x43\n\x16\x63ompensation_succeeded\x18\x11 \x01(\x0b\x32!.maestro.v1.CompensationSucceededH\x00\x12=\n\x13\x63ompensation_failed\x18\x12 \x01(\x0b\x32\x1e.maestro.v1.CompensationFailedH\x00\x12\x31\n\x08\x66inished\x18\x13 \x01(\x0b\x32\x1d.maestro.v1.ExecutionFinishedH\x00\x42\x07\n\x05\x65vent\"\x8d\x01\n\x10\x45xecutionStarted\x12\x10\n\x08workflow\x18\x01 \x01(\t\x12\x38\n\x06labels\x18\x02 \x03(\x0b\x32(.maestro.v1.ExecutionStarted.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"/\n\x0bStepStarted\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\"|\n\x0cStepRetrying\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12 \n\x05\x65rror\x18\x03 \x01(\x0b\x32\x11.maestro.v1.Error\x12(\n\x05\x64\x65lay\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x86\x01\n\rStepSucceeded\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12&\n\x06output\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12+\n\x08\x64uration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"P\n\nStepFailed\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12 \n\x05\x65rror\x18\x03 \x01(\x0b\x32\x11.maestro.v1.Error\".\n\x0bStepSkipped\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"7\n\x13\x43ompensationStarted\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\"f\n\x15\x43ompensationSucceeded\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12+\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"X\n\x12\x43ompensationFailed\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12 \n\x05\x65rror\x18\x03 \x01(\x0b\x32\x11.maestro.v1.Error\"@\n\x11\x45xecutionFinished\x12+\n\x06result\x18\x01 \x01(\x0b\x32\x1b.maestro.v1.ExecutionResult\")\n\x17ValidateWorkflowRequest\x12\x0e\n\x06source\x18\x01 \x01(\t\";\n\nDiagnostic\x12\x0c\n\x04line\x18\x01 \x01(\r\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\r\x12\x0f\n\x07message\x18\x03 \x01(\t\"V\n\x18ValidateWorkflowResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12+\n\x0b\x64iagnostics\x18\x02 \x03(\x0b\x32\x16.maestro.v1.Diagnostic\"\x16\n\x14ListWorkflowsRequest\"@\n\x15ListWorkflowsResponse\x12\'\n\tworkflows\x18\x01 \x03(\x0b\x32\x14.maestro.v1.Workflow\"\"\n\x12GetWorkflowRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"]\n\x08Workflow\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\r\n\x05graph\x18\x05 \x01(\t*\xbc\x01\n\x0f\x45xecutionStatus\x12 \n\x1c\x45XECUTION_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45XECUTION_STATUS_SUCCEEDED\x10\x01\x12\x1b\n\x17\x45XECUTION_STATUS_FAILED\x10\x02\x12 \n\x1c\x45XECUTION_STATUS_COMPENSATED\x10\x03\x12(\n$EXECUTION_STATUS_COMPENSATION_FAILED\x10\x04*\x84\x02\n\nStepStatus\x12\x1b\n\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13STEP_STATUS_PENDING\x10\x01\x12\x17\n\x13STEP_STATUS_RUNNING\x10\x02\x12\x19\n\x15STEP_STATUS_SUCCEEDED\x10\x03\x12\x16\n\x12STEP_STATUS_FAILED\x10\x04\x12\x17\n\x13STEP_STATUS_SKIPPED\x10\x05\x12\x19\n\x15STEP_STATUS_CANCELLED\x10\x06\x12\x1b\n\x17STEP_STATUS_COMPENSATED\x10\x07\x12#\n\x1fSTEP_STATUS_COMPENSATION_FAILED\x10\x08\x32\x88\x03\n\x07Gateway\x12\x43\n\x07\x45xecute\x12\x1a.maestro.v1.ExecuteRequest\x1a\x1a.maestro.v1.ExecutionEvent0\x01\x12>\n\x03Run\x12\x1a.maestro.v1.ExecuteRequest\x1a\x1b.maestro.v1.ExecutionResult\x12]\n\x10ValidateWorkflow\x12#.maestro.v1.ValidateWorkflowRequest\x1a$.maestro.v1.ValidateWorkflowResponse\x12T\n\rListWorkflows\x12 .maestro.v1.ListWorkflowsRequest\x1a!.maestro.v1.ListWorkflowsResponse\x12\x43\n\x0bGetWorkflow\x12\x1e.maestro.v1.GetWorkflowRequest\x1a\x14.maestro.v1.WorkflowB\x9c\x01\n\x14io.maestrogateway.v1B\x0cGatewayProtoP\x01ZFgithub.com/maestro-gateway/maestro-gateway/gen/go/maestro/v1;maestrov1\xa2\x02\x03MGW\xaa\x02\nMaestro.V1\xca\x02\nMaestro\\V1\xea\x02\x0bMaestro::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,10 +37,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\024io.maestrogateway.v1B\014GatewayProtoP\001ZFgithub.com/maestro-gateway/maestro-gateway/gen/go/maestro/v1;maestrov1\242\002\003MGW\252\002\nMaestro.V1\312\002\nMaestro\\V1\352\002\013Maestro::V1'
   _globals['_EXECUTEREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_EXECUTEREQUEST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_EXECUTIONSTATUS']._serialized_start=2828
-  _globals['_EXECUTIONSTATUS']._serialized_end=3016
-  _globals['_STEPSTATUS']._serialized_start=3019
-  _globals['_STEPSTATUS']._serialized_end=3279
+  _globals['_EXECUTIONSTARTED_LABELSENTRY']._loaded_options = None
+  _globals['_EXECUTIONSTARTED_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_EXECUTIONSTATUS']._serialized_start=2934
+  _globals['_EXECUTIONSTATUS']._serialized_end=3122
+  _globals['_STEPSTATUS']._serialized_start=3125
+  _globals['_STEPSTATUS']._serialized_end=3385
   _globals['_EXECUTEREQUEST']._serialized_start=136
   _globals['_EXECUTEREQUEST']._serialized_end=335
   _globals['_EXECUTEREQUEST_LABELSENTRY']._serialized_start=290
@@ -53,40 +55,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXECUTIONRESULT']._serialized_end=959
   _globals['_EXECUTIONEVENT']._serialized_start=962
   _globals['_EXECUTIONEVENT']._serialized_end=1615
-  _globals['_EXECUTIONSTARTED']._serialized_start=1617
-  _globals['_EXECUTIONSTARTED']._serialized_end=1653
-  _globals['_STEPSTARTED']._serialized_start=1655
-  _globals['_STEPSTARTED']._serialized_end=1702
-  _globals['_STEPRETRYING']._serialized_start=1704
-  _globals['_STEPRETRYING']._serialized_end=1828
-  _globals['_STEPSUCCEEDED']._serialized_start=1831
-  _globals['_STEPSUCCEEDED']._serialized_end=1965
-  _globals['_STEPFAILED']._serialized_start=1967
-  _globals['_STEPFAILED']._serialized_end=2047
-  _globals['_STEPSKIPPED']._serialized_start=2049
-  _globals['_STEPSKIPPED']._serialized_end=2095
-  _globals['_COMPENSATIONSTARTED']._serialized_start=2097
-  _globals['_COMPENSATIONSTARTED']._serialized_end=2152
-  _globals['_COMPENSATIONSUCCEEDED']._serialized_start=2154
-  _globals['_COMPENSATIONSUCCEEDED']._serialized_end=2256
-  _globals['_COMPENSATIONFAILED']._serialized_start=2258
-  _globals['_COMPENSATIONFAILED']._serialized_end=2346
-  _globals['_EXECUTIONFINISHED']._serialized_start=2348
-  _globals['_EXECUTIONFINISHED']._serialized_end=2412
-  _globals['_VALIDATEWORKFLOWREQUEST']._serialized_start=2414
-  _globals['_VALIDATEWORKFLOWREQUEST']._serialized_end=2455
-  _globals['_DIAGNOSTIC']._serialized_start=2457
-  _globals['_DIAGNOSTIC']._serialized_end=2516
-  _globals['_VALIDATEWORKFLOWRESPONSE']._serialized_start=2518
-  _globals['_VALIDATEWORKFLOWRESPONSE']._serialized_end=2604
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=2606
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=2628
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=2630
-  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=2694
-  _globals['_GETWORKFLOWREQUEST']._serialized_start=2696
-  _globals['_GETWORKFLOWREQUEST']._serialized_end=2730
-  _globals['_WORKFLOW']._serialized_start=2732
-  _globals['_WORKFLOW']._serialized_end=2825
-  _globals['_GATEWAY']._serialized_start=3282
-  _globals['_GATEWAY']._serialized_end=3674
+  _globals['_EXECUTIONSTARTED']._serialized_start=1618
+  _globals['_EXECUTIONSTARTED']._serialized_end=1759
+  _globals['_EXECUTIONSTARTED_LABELSENTRY']._serialized_start=290
+  _globals['_EXECUTIONSTARTED_LABELSENTRY']._serialized_end=335
+  _globals['_STEPSTARTED']._serialized_start=1761
+  _globals['_STEPSTARTED']._serialized_end=1808
+  _globals['_STEPRETRYING']._serialized_start=1810
+  _globals['_STEPRETRYING']._serialized_end=1934
+  _globals['_STEPSUCCEEDED']._serialized_start=1937
+  _globals['_STEPSUCCEEDED']._serialized_end=2071
+  _globals['_STEPFAILED']._serialized_start=2073
+  _globals['_STEPFAILED']._serialized_end=2153
+  _globals['_STEPSKIPPED']._serialized_start=2155
+  _globals['_STEPSKIPPED']._serialized_end=2201
+  _globals['_COMPENSATIONSTARTED']._serialized_start=2203
+  _globals['_COMPENSATIONSTARTED']._serialized_end=2258
+  _globals['_COMPENSATIONSUCCEEDED']._serialized_start=2260
+  _globals['_COMPENSATIONSUCCEEDED']._serialized_end=2362
+  _globals['_COMPENSATIONFAILED']._serialized_start=2364
+  _globals['_COMPENSATIONFAILED']._serialized_end=2452
+  _globals['_EXECUTIONFINISHED']._serialized_start=2454
+  _globals['_EXECUTIONFINISHED']._serialized_end=2518
+  _globals['_VALIDATEWORKFLOWREQUEST']._serialized_start=2520
+  _globals['_VALIDATEWORKFLOWREQUEST']._serialized_end=2561
+  _globals['_DIAGNOSTIC']._serialized_start=2563
+  _globals['_DIAGNOSTIC']._serialized_end=2622
+  _globals['_VALIDATEWORKFLOWRESPONSE']._serialized_start=2624
+  _globals['_VALIDATEWORKFLOWRESPONSE']._serialized_end=2710
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=2712
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=2734
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_start=2736
+  _globals['_LISTWORKFLOWSRESPONSE']._serialized_end=2800
+  _globals['_GETWORKFLOWREQUEST']._serialized_start=2802
+  _globals['_GETWORKFLOWREQUEST']._serialized_end=2836
+  _globals['_WORKFLOW']._serialized_start=2838
+  _globals['_WORKFLOW']._serialized_end=2931
+  _globals['_GATEWAY']._serialized_start=3388
+  _globals['_GATEWAY']._serialized_end=3780
 # @@protoc_insertion_point(module_scope)
