@@ -6,9 +6,10 @@ discovers them), and an aiohttp server answers ``POST /orders/{id}/mail`` with J
 trivial and record nothing: a benchmark must not grow memory as it runs (the demo services keep
 a call log for tests; these do not).
 
-``--delay-ms N`` makes every handler wait N ms before answering (the slow service of the memory
-benchmark); ``GET /stats`` reports how many requests are being handled right now, so a client can
-tell when all of its calls have arrived.
+``--delay-ms N`` makes the handlers wait N ms before answering requests whose ``order_id``
+starts with ``slow`` (the slow service of the memory benchmark; other requests still answer at
+once, so a client can warm up first); ``GET /stats`` reports how many requests are waiting right
+now, so a client can tell when all of its calls have arrived.
 
 When both servers listen it prints one line and then serves until SIGTERM/SIGINT::
 
@@ -53,9 +54,9 @@ class Gauge:
         self.inflight = 0
         self.ids = itertools.count(1)
 
-    async def hold(self) -> int:
-        """Wait the configured delay (if any) and return a fresh numeric id."""
-        if self.delay > 0:
+    async def hold(self, order_id: str) -> int:
+        """Wait the configured delay (slow orders only) and return a fresh numeric id."""
+        if self.delay > 0 and order_id.startswith("slow"):
             self.inflight += 1
             try:
                 await asyncio.sleep(self.delay)
@@ -74,7 +75,7 @@ class Inventory(inventory_pb2_grpc.InventoryServicer):  # type: ignore[misc]
         self, request: inventory_pb2.ReserveRequest, context: grpc.aio.ServicerContext
     ) -> inventory_pb2.Reservation:
         """Return a reservation for the requested line."""
-        n = await self._gauge.hold()
+        n = await self._gauge.hold(request.order_id)
         return inventory_pb2.Reservation(
             id=f"res-{n}",
             sku=request.sku,
@@ -93,7 +94,7 @@ class Payments(payments_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
         self, request: payments_pb2.ChargeRequest, context: grpc.aio.ServicerContext
     ) -> payments_pb2.Payment:
         """Return a captured payment for the requested amount."""
-        n = await self._gauge.hold()
+        n = await self._gauge.hold(request.order_id)
         return payments_pb2.Payment(
             id=f"pay-{n}",
             amount=request.amount,
@@ -112,7 +113,7 @@ class Shipping(shipping_pb2_grpc.ShippingServicer):  # type: ignore[misc]
         self, request: shipping_pb2.CreateShipmentRequest, context: grpc.aio.ServicerContext
     ) -> shipping_pb2.Shipment:
         """Return a shipment for the reservation."""
-        n = await self._gauge.hold()
+        n = await self._gauge.hold(request.order_id)
         return shipping_pb2.Shipment(id=f"shp-{n}", tracking_number=f"TRK{n:08d}", carrier="bench")
 
 
@@ -154,7 +155,7 @@ def http_app(gauge: Gauge) -> web.Application:
 
     async def mail(request: web.Request) -> web.Response:
         body: Any = await request.json() if request.can_read_body else {}
-        n = await gauge.hold()
+        n = await gauge.hold(request.match_info["order_id"])
         return web.json_response(
             {
                 "message_id": f"msg-{n}",
