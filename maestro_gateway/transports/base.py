@@ -19,7 +19,14 @@ Metadata = Sequence[tuple[str, str]]
 class Transport(Protocol):
     """Calls methods of one downstream service. One instance is shared by every execution."""
 
-    async def call(self, method: str, request: Any, *, timeout: float | None, metadata: Metadata) -> Any:
+    async def call(
+        self,
+        method: str,
+        request: Any,
+        *,
+        timeout: float | None,  # noqa: ASYNC109 - a deadline handed to grpc/httpx, not a wait
+        metadata: Metadata,
+    ) -> Any:
         """Call ``method`` and return the response as a plain value.
 
         Args:
