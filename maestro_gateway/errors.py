@@ -113,6 +113,16 @@ class EvaluationError(ExecutionError):
             permanent=True,
         )
 
+    def within(self, field: str) -> EvaluationError:
+        """This error with ``field`` prefixed to the path being rendered (``input.items[0].sku``)."""
+        if not self.where:
+            where = field
+        elif self.where.startswith("["):
+            where = f"{field}{self.where}"
+        else:
+            where = f"{field}.{self.where}"
+        return EvaluationError(self.expression, self.reason, where=where)
+
 
 class ResolutionError(ExecutionError):
     """A method or message field could not be resolved against the service's descriptors."""

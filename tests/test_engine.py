@@ -34,6 +34,7 @@ from maestro_gateway.engine import (
 from maestro_gateway.errors import CallError
 from maestro_gateway.expr import Scope, Template, compile_condition, compile_string, constant
 from maestro_gateway.expr import mapping as tmapping
+from maestro_gateway.expr import sequence as tsequence
 from maestro_gateway.model.types import (
     Call,
     CallStep,
@@ -168,6 +169,8 @@ def tpl(value: Any) -> Template:
         return compile_string(value, SCOPE)
     if isinstance(value, dict):
         return tmapping({k: tpl(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tsequence([tpl(v) for v in value])
     return constant(value)
 
 
@@ -590,8 +593,17 @@ async def test_evaluation_error_names_step_field_and_expression(run: Run) -> Non
     assert result.error is not None
     assert result.error.code is Code.INVALID_ARGUMENT
     assert "'b'" in result.error.message
-    assert "input" in result.error.message
+    assert "in input.ref:" in result.error.message
     assert ".a.missing" in result.error.message
+
+
+async def test_evaluation_error_names_the_nested_field_path(run: Run) -> None:
+    """The failing field is named by its full path inside the input, lists included."""
+    run.backend.on("A", {"id": 1})
+    nested = {"order": {"lines": [{"sku": "x"}, {"sku": "{{ a.nope }}"}]}}
+    result = await run(workflow(step("a"), step("b", input=nested)))
+    assert result.error is not None
+    assert "in input.order.lines[1].sku:" in result.error.message
 
 
 async def test_output_evaluation_error_fails_and_compensates(run: Run) -> None:
@@ -602,7 +614,7 @@ async def test_output_evaluation_error_fails_and_compensates(run: Run) -> None:
     assert result.output is None
     assert result.error is not None
     assert result.error.code is Code.INVALID_ARGUMENT
-    assert "output" in result.error.message
+    assert "in output.x:" in result.error.message
     assert run.backend.methods()[-1] == "UndoA"
 
 

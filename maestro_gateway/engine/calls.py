@@ -34,12 +34,7 @@ class CallFailed(Exception):
 
 def evaluation_failure(step_id: str, exc: EvaluationError, field: str) -> ErrorInfo:
     """An INVALID_ARGUMENT failure naming the step, the field and the expression."""
-    where = (
-        exc.where
-        if exc.where.startswith(field)
-        else (f"{field}.{exc.where}" if exc.where else field)
-    )
-    named = EvaluationError(exc.expression, exc.reason, where=where)
+    named = exc.within(field)
     return ErrorInfo(step_id, Code.INVALID_ARGUMENT, f"step '{step_id}': {named.message}")
 
 

@@ -225,8 +225,7 @@ class Engine:
         try:
             return template.render(ctx)
         except EvaluationError as exc:
-            where = f"output.{exc.where}" if exc.where else "output"
-            named = EvaluationError(exc.expression, exc.reason, where=where)
+            named = exc.within("output")
             execution.cause = ErrorInfo("", Code.INVALID_ARGUMENT, f"workflow {named.message}")
             return None
 

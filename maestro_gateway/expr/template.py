@@ -178,7 +178,13 @@ class _Mapping(Template):
         self._items = tuple(items.items())
 
     def render(self, context: Mapping[str, Any]) -> dict[str, Any]:
-        return {key: template.render(context) for key, template in self._items}
+        out: dict[str, Any] = {}
+        for key, template in self._items:
+            try:
+                out[key] = template.render(context)
+            except EvaluationError as exc:
+                raise exc.within(key) from None
+        return out
 
 
 class _Sequence(Template):
@@ -192,7 +198,13 @@ class _Sequence(Template):
         self._items = tuple(items)
 
     def render(self, context: Mapping[str, Any]) -> list[Any]:
-        return [template.render(context) for template in self._items]
+        out: list[Any] = []
+        for index, template in enumerate(self._items):
+            try:
+                out.append(template.render(context))
+            except EvaluationError as exc:
+                raise exc.within(f"[{index}]") from None
+        return out
 
 
 class Condition:
