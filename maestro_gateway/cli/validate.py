@@ -5,11 +5,19 @@ file, line and column. A file that cannot be read is a problem of that file
 (``file:1:1: cannot read: …``), not a usage error, so one bad path does not hide the others.
 Exit status: 0 when every file is valid, 1 when any is not, 2 on a usage error (no file given).
 A one-line summary goes to stderr.
+
+With ``--connect`` every file that loads is also checked against the live schemas of its gRPC
+services (``maestro_gateway.cli.connect``): methods, request fields and value types, and field
+selections on gRPC outputs; loading one service's descriptors is bounded by
+``--connect-timeout`` seconds (default 5), and a service that cannot be reached is a problem of
+the file at its ``endpoint``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import math
 import sys
 
 from maestro_gateway.errors import DefinitionError, Diagnostic
@@ -26,16 +34,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also resolve every gRPC method against the live services",
     )
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="bound of loading one service's descriptors with --connect (default 5)",
+    )
 
 
-def validate_files(paths: list[str]) -> list[Diagnostic]:
-    """Every problem of every file in ``paths``, sorted."""
+def validate_files(
+    paths: list[str], *, connect: bool = False, connect_timeout: float = 5.0
+) -> list[Diagnostic]:
+    """Every problem of every file in ``paths``, sorted.
+
+    With ``connect``, the files that load are also checked against their services' live
+    schemas, each descriptor load bounded by ``connect_timeout`` seconds.
+    """
     problems: list[Diagnostic] = []
+    loaded = []
     for path in paths:
         try:
-            load_file(path)
+            loaded.append(load_file(path))
         except DefinitionError as exc:
             problems.extend(exc.diagnostics)
+    if connect and loaded:
+        from maestro_gateway.cli.connect import check_workflows
+
+        problems.extend(asyncio.run(check_workflows(loaded, load_timeout=connect_timeout)))
     return sorted(problems)
 
 
@@ -44,10 +70,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.files:
         print("maestro validate: give at least one workflow file", file=sys.stderr)
         return USAGE_ERROR
-    if args.connect:
-        print("maestro validate: --connect is not implemented yet", file=sys.stderr)
+    timeout = args.connect_timeout
+    if not (math.isfinite(timeout) and timeout > 0):
+        print("maestro validate: --connect-timeout must be a positive number", file=sys.stderr)
         return USAGE_ERROR
-    problems = validate_files(args.files)
+    problems = validate_files(args.files, connect=args.connect, connect_timeout=timeout)
     for problem in problems:
         print(problem)
     invalid = len({p.file for p in problems})

@@ -1,0 +1,290 @@
+"""``maestro validate --connect``: check workflows against the live services' gRPC schemas.
+
+For every gRPC service a call step or compensation uses, the descriptors are loaded from the
+service's configured source (server reflection, a protoset or ``.proto`` files), bounded by a
+timeout. Then, statically, for every gRPC call and compensation:
+
+* the method resolves (a bare name must be unique across the target's services);
+* every input key names a field of the request message, recursively, and literal values fit the
+  field types (``schema_check.RequestChecker``);
+* every template selection ``<output>.<field>…`` / ``steps.<id>.output.<field>…`` on the output
+  of a gRPC step names real fields of its response message (``schema_check.ReferenceChecker``).
+
+Problems are ``Diagnostic``s at the YAML node concerned, found by re-walking the file's node
+tree (the immutable ``Workflow`` keeps step positions only). HTTP services have no schema and
+are not checked. A service whose descriptors cannot be loaded is one diagnostic at its
+``endpoint`` (or ``descriptors``) node; the calls to it are then not checked further.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from google.protobuf.descriptor import MethodDescriptor
+
+from maestro_gateway.cli.schema_check import (
+    OutputSchema,
+    ReferenceChecker,
+    RequestChecker,
+    is_template,
+    is_whole_template,
+)
+from maestro_gateway.codes import Code
+from maestro_gateway.errors import CallError, Diagnostic, ResolutionError
+from maestro_gateway.model.context import LoadContext
+from maestro_gateway.model.types import (
+    Call,
+    CallStep,
+    GrpcMethod,
+    ReflectionSource,
+    Service,
+    Workflow,
+)
+from maestro_gateway.model.yamlnodes import (
+    MappingNode,
+    Node,
+    ScalarNode,
+    SequenceNode,
+    compose,
+    is_null,
+    kind,
+    pairs,
+)
+from maestro_gateway.transports.factory import TransportKey, transport_key
+from maestro_gateway.transports.grpc import Descriptors, GrpcTransport
+
+DEFAULT_TIMEOUT = 5.0
+"""Default bound, in seconds, of loading one service's descriptors."""
+
+
+class DescriptorLoader:
+    """Loads and caches descriptors per distinct downstream, each load bounded by ``timeout``.
+
+    Use as an async context manager (or call ``close``): it owns the channels it opens.
+    """
+
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.timeout = timeout
+        self._transports: dict[TransportKey, GrpcTransport] = {}
+        self._results: dict[TransportKey, asyncio.Task[Descriptors | CallError]] = {}
+
+    async def load(self, service: Service) -> Descriptors | CallError:
+        """The descriptors of ``service``, or the error that prevented loading them."""
+        key = transport_key(service)
+        task = self._results.get(key)
+        if task is None:
+            transport = GrpcTransport(service, resolve_timeout=self.timeout)
+            self._transports[key] = transport
+            task = self._results[key] = asyncio.ensure_future(self._load(transport))
+        return await task
+
+    async def _load(self, transport: GrpcTransport) -> Descriptors | CallError:
+        try:
+            return await transport.descriptors(wait=self.timeout)
+        except CallError as exc:
+            return exc
+
+    async def close(self) -> None:
+        """Close every channel opened."""
+        transports = list(self._transports.values())
+        self._transports.clear()
+        for transport in transports:
+            await transport.close()
+
+    async def __aenter__(self) -> DescriptorLoader:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+@dataclass
+class _StepNodes:
+    """The YAML nodes of one call step: its keys, and its compensation's keys."""
+
+    node: Node
+    fields: dict[str, Node]
+    compensate: dict[str, Node] = field(default_factory=dict)
+
+
+def _fields(node: Node | None) -> dict[str, Node]:
+    if not isinstance(node, MappingNode):
+        return {}
+    return {str(k.value): v for k, v in pairs(node) if isinstance(k, ScalarNode)}
+
+
+def _step_nodes(root: Node) -> dict[str, _StepNodes]:
+    """Every call step's nodes by step id, parallel children included."""
+    out: dict[str, _StepNodes] = {}
+    steps = _fields(root).get("steps")
+    elements = steps.value if isinstance(steps, SequenceNode) else []
+    for element in elements:
+        fields = _fields(element)
+        children = fields.get("parallel")
+        group = children.value if isinstance(children, SequenceNode) else [element]
+        for child in group:
+            child_fields = _fields(child)
+            id_node = child_fields.get("id")
+            if isinstance(id_node, ScalarNode):
+                compensate = _fields(child_fields.get("compensate"))
+                out[str(id_node.value)] = _StepNodes(child, child_fields, compensate)
+    return out
+
+
+class _WorkflowCheck:
+    """The connected check of one workflow."""
+
+    def __init__(self, workflow: Workflow, loader: DescriptorLoader) -> None:
+        self.workflow = workflow
+        self.loader = loader
+        self.ctx = LoadContext(workflow.path, workflow.source, "", check_files=False)
+        root = compose(workflow.source)
+        assert root is not None  # the workflow loaded from this very text
+        self.root = root
+        self.steps = _step_nodes(root)
+        self.requests = RequestChecker(self.ctx)
+        self.outputs: dict[str, OutputSchema] = {}
+        self.by_step: dict[str, OutputSchema] = {}
+
+    async def run(self) -> list[Diagnostic]:
+        calls = [
+            (step, call)
+            for step in self.workflow.call_steps()
+            for call in (step.call, step.compensate)
+            if call is not None and call.service.type == "grpc"
+        ]
+        used = {call.service.name: call.service for _, call in calls}
+        loaded = await self._load_all(used.values())
+        for step, call in calls:
+            descriptors = loaded.get(call.service.name)
+            if descriptors is not None:
+                self._check_call(step, call, descriptors)
+        self._check_references()
+        return self.ctx.diagnostics
+
+    async def _load_all(self, services: Iterable[Service]) -> dict[str, Descriptors]:
+        ordered = sorted(services, key=lambda s: s.name)
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self.loader.load(s)) for s in ordered]
+        out: dict[str, Descriptors] = {}
+        for service, task in zip(ordered, tasks, strict=True):
+            result = task.result()
+            if isinstance(result, CallError):
+                self._unloadable(service, result)
+            else:
+                out[service.name] = result
+        return out
+
+    def _unloadable(self, service: Service, error: CallError) -> None:
+        fields = _fields(_fields(_fields(self.root).get("services")).get(service.name))
+        reflection = isinstance(service.descriptors, ReflectionSource)
+        node = fields.get("endpoint") if reflection else fields.get("descriptors")
+        message = error.message
+        if error.code == Code.DEADLINE_EXCEEDED:
+            message = f"no answer within {self.loader.timeout:g}s"
+        prefix = f"cannot load descriptors from {service.endpoint}: "
+        if not reflection:
+            prefix = "cannot load descriptors: "
+        message = message if message.startswith("cannot load descriptors") else prefix + message
+        where = f"services.{service.name}"
+        if node is None:
+            self.ctx.error_at(service.position, f"{where}: {message}")
+        else:
+            self.ctx.error(node, f"{where}: {message}")
+
+    def _check_call(self, step: CallStep, call: Call, descriptors: Descriptors) -> None:
+        nodes = self.steps.get(step.id)
+        if nodes is None:
+            return
+        compensating = call is step.compensate
+        fields = nodes.compensate if compensating else nodes.fields
+        where = f"steps.{step.id}.compensate" if compensating else f"steps.{step.id}"
+        assert isinstance(call.method, GrpcMethod)
+        try:
+            method = descriptors.method(call.method.text)
+        except ResolutionError as exc:
+            self.ctx.error(fields.get("method", nodes.node), f"{where}.method: {exc.message}")
+            return
+        if not compensating:
+            response = None if method.server_streaming else method.output_type
+            schema = OutputSchema(step.id, method.full_name, response)
+            self.outputs[step.output] = schema
+            self.by_step[step.id] = schema
+        if "input" in fields:
+            self._check_input(fields["input"], method, f"{where}.input")
+
+    def _check_input(self, node: Node, method: MethodDescriptor, where: str) -> None:
+        request = method.input_type
+        path = f"{method.containing_service.full_name}/{method.name}"
+        if is_null(node) or (is_template(node) and is_whole_template(str(node.value))):
+            return
+        if not method.client_streaming:
+            self.requests.message(node, request, where)
+            return
+        if not isinstance(node, SequenceNode):
+            self.ctx.error(
+                node,
+                f"{where}: {path} is client-streaming: its input must be a list of "
+                f"{request.full_name}, got {kind(node)}",
+            )
+            return
+        for i, element in enumerate(node.value):
+            self.requests.message(element, request, f"{where}[{i}]")
+
+    def _check_references(self) -> None:
+        if not self.outputs:
+            return
+        refs = ReferenceChecker(self.ctx, self.outputs, self.by_step)
+        for step in self.workflow.call_steps():
+            nodes = self.steps.get(step.id)
+            if nodes is None:
+                continue
+            for fields, where in (
+                (nodes.fields, f"steps.{step.id}"),
+                (nodes.compensate, f"steps.{step.id}.compensate"),
+            ):
+                for key in ("input", "metadata", "headers"):
+                    if key in fields:
+                        refs.value(fields[key], f"{where}.{key}")
+                method = fields.get("method")
+                if isinstance(method, ScalarNode) and is_template(method):
+                    refs.text(method, f"{where}.method")
+            when = nodes.fields.get("when")
+            if isinstance(when, ScalarNode):
+                refs.text(when, f"steps.{step.id}.when", bare=True)
+        output = _fields(self.root).get("output")
+        if output is not None:
+            refs.value(output, "output")
+
+
+async def check_workflow(workflow: Workflow, loader: DescriptorLoader) -> list[Diagnostic]:
+    """Check one loaded workflow against its services' live schemas.
+
+    Args:
+        workflow: a workflow that passed ``load_file``/``load_string`` (its ``source`` is
+            re-parsed for positions).
+        loader: loads (and shares) the services' descriptors.
+
+    Returns:
+        Every problem found, sorted; empty when the workflow fits its services.
+    """
+    return sorted(await _WorkflowCheck(workflow, loader).run())
+
+
+async def check_workflows(
+    workflows: Sequence[Workflow], *, load_timeout: float = DEFAULT_TIMEOUT
+) -> list[Diagnostic]:
+    """Check several workflows concurrently, loading each distinct service's descriptors once.
+
+    Args:
+        workflows: loaded workflows.
+        load_timeout: bound of loading one service's descriptors, in seconds.
+
+    Returns:
+        Every problem of every workflow, sorted.
+    """
+    async with DescriptorLoader(load_timeout) as loader, asyncio.TaskGroup() as group:
+        tasks = [group.create_task(check_workflow(w, loader)) for w in workflows]
+    return sorted(d for task in tasks for d in task.result())
