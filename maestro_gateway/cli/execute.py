@@ -151,6 +151,7 @@ async def _execute(
 
     async with Transports() as transports:
         engine = Engine(transports)
+        engine.prepare(workflow)
         return await engine.execute(workflow, value, timeout=seconds, on_event=progress)
 
 

@@ -74,7 +74,18 @@ class Engine:
     ) -> None:
         self.clock: Clock = clock or SystemClock()
         self.breakers = breakers or BreakerRegistry(self.clock)
+        self._transports = transports
         self._runner = CallRunner(transports, self.breakers, self.clock, rng or random.Random())
+
+    def prepare(self, workflow: Workflow) -> None:
+        """Build the transport of every service ``workflow`` calls, ahead of its first execution.
+
+        Transports are otherwise made on first use, inside an execution: the one-time cost of
+        importing a wire stack and building its client would then block the event loop in the
+        middle of that execution (delaying its parallel siblings and every other execution).
+        """
+        for service in workflow.services.values():
+            self._transports.transport_for(service)
 
     async def execute(
         self,

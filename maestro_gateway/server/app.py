@@ -113,6 +113,7 @@ class GatewayServer:
             RuntimeError: the address cannot be bound.
         """
         server = self._server
+        self._prepare()
         gateway_pb2_grpc.add_GatewayServicer_to_server(self.service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         enable_reflection([SERVICE_NAME, HEALTH_SERVICE_NAME], server)
@@ -137,8 +138,13 @@ class GatewayServer:
         if problems:
             log.error(logfmt("reload_rejected", problems=len(problems), kept=len(self.registry)))
         else:
+            self._prepare()
             log.info(logfmt("reloaded", workflows=len(self.registry)))
         return problems
+
+    def _prepare(self) -> None:
+        for workflow in self.registry.all():
+            self.service.executor.prepare(workflow)
 
     async def shutdown(self, grace: float) -> None:
         """Drain and stop: NOT_SERVING, refuse new work, wait ``grace`` s, cancel the rest."""

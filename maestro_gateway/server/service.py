@@ -65,6 +65,10 @@ class Executor(Protocol):
         """Run ``workflow`` on ``input``; see ``Engine.execute``."""
         ...
 
+    def prepare(self, workflow: Workflow) -> None:
+        """Make ready what executing ``workflow`` needs; see ``Engine.prepare``."""
+        ...
+
 
 InputChecker = Callable[[Workflow, Any], None]
 """Raises ``ExecutionError(INVALID_ARGUMENT)`` naming the field when the input is invalid."""
@@ -114,6 +118,11 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         self.max_concurrent = max_concurrent
         self._tasks: set[asyncio.Task[ExecutionResult]] = set()
         self._draining = False
+
+    @property
+    def executor(self) -> Executor:
+        """What runs the executions."""
+        return self._executor
 
     @property
     def in_flight(self) -> int:
