@@ -1,0 +1,275 @@
+"""The ``make demo`` walk-through: the demo services, ``maestro serve``, and three checkouts.
+
+``python -m demo.showcase [--port 50050] [--free-ports] [--keep]`` starts the four demo services
+(inventory 50051, payments 50052, shipping 50053, mailer 8081) and ``maestro serve --workflows
+workflows --port 50050``, waits until they are ready, then executes the ``checkout`` workflow
+through the gateway's streaming ``Execute`` with the generated Python stubs, printing every event
+as it arrives:
+
+1. a checkout that succeeds;
+2. a checkout whose last step fails (the shipping service rejects an empty address): the steps
+   already done are compensated in reverse order, the status is COMPENSATED and the call ends
+   with INVALID_ARGUMENT and a google.rpc.ErrorInfo detail;
+3. a checkout through flaky services (UNAVAILABLE injected through the control planes): the
+   gateway retries and the checkout succeeds.
+
+It then prints the grpcurl command that does the same by hand. Every process it started is
+stopped at the end, on Ctrl-C/SIGTERM and on failure. Exit status: 0 when every run behaved as
+expected, 1 otherwise, 2 when the demo could not start (e.g. a port in use).
+``--free-ports`` runs everything on free ports (with a retargeted copy of ``workflows/``);
+``--keep`` leaves everything running after the runs until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import shlex
+import signal
+import socket
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import struct_pb2
+from maestro.v1 import gateway_pb2 as pb
+from maestro.v1 import gateway_pb2_grpc
+
+from demo.gateway import WORKFLOWS, GatewayProcess, running_gateway, write_workflows
+from demo.harness import DEFAULT_PORTS, ROOT, DemoServices, running_services
+from demo.showcase_view import (
+    Outcome,
+    check_compensated,
+    check_retried,
+    check_succeeded,
+    event_line,
+    result_lines,
+    status_lines,
+)
+
+DEFAULT_GATEWAY_PORT = 50050
+CALL_TIMEOUT = 60.0
+EXIT_OK, EXIT_UNEXPECTED, EXIT_START = 0, 1, 2
+
+ORDER: dict[str, Any] = {
+    "order_id": "A-1001",
+    "sku": "sku-1",
+    "qty": 2,
+    "amount": 4999,
+    "currency": "EUR",
+    "address": "1 Main Street, Springfield",
+    "email": "ada@example.com",
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the showcase's command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m demo.showcase", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_GATEWAY_PORT,
+        help=f"gateway port (default {DEFAULT_GATEWAY_PORT})",
+    )
+    parser.add_argument(
+        "--free-ports",
+        action="store_true",
+        help="services and gateway on free ports (workflows retargeted in a temporary copy)",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep everything running after the runs, until Ctrl-C"
+    )
+    return parser.parse_args(argv)
+
+
+def busy_ports(ports: list[int], host: str = "127.0.0.1") -> list[int]:
+    """The ports of ``ports`` that something already listens on."""
+    busy = []
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                busy.append(port)
+    return busy
+
+
+def grpcurl_command(address: str, order: dict[str, Any]) -> str:
+    """The grpcurl command line that streams a checkout from the gateway at ``address``."""
+    request = json.dumps({"workflow": "checkout", "input": order}, separators=(",", ":"))
+    return " ".join(
+        [
+            ".venv/bin/grpcurl",
+            "-plaintext",
+            "-d",
+            shlex.quote(request),
+            address,
+            "maestro.v1.Gateway/Execute",
+        ]
+    )
+
+
+def say(text: str = "") -> None:
+    """Print one line at once (make pipes nothing, but a CI log might)."""
+    print(text, flush=True)
+
+
+async def execute(stub: gateway_pb2_grpc.GatewayStub, order: dict[str, Any]) -> Outcome:
+    """Execute ``checkout`` with ``order``, printing each event as it arrives."""
+    request = pb.ExecuteRequest(workflow="checkout", input=struct_pb2.Struct())
+    request.input.update(order)
+    outcome = Outcome()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    call = stub.Execute(request, timeout=CALL_TIMEOUT)
+    try:
+        async for event in call:
+            outcome.events.append(event)
+            say(event_line(event, loop.time() - started))
+    except grpc.aio.AioRpcError as error:
+        outcome.error = error
+    for line in result_lines(outcome):
+        say(line)
+    for line in status_lines(outcome):
+        say(line)
+    return outcome
+
+
+async def scenarios(gateway: GatewayProcess, demo: DemoServices) -> list[str]:
+    """Run the three checkouts; return what did not behave as expected (empty: all did)."""
+    problems: list[str] = []
+    async with grpc.aio.insecure_channel(gateway.address) as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+
+        say("━━ 1. checkout: reserve → (charge ‖ notify) → ship ━━")
+        say(f"input: {json.dumps(ORDER)}")
+        problems += check_succeeded(await execute(stub, ORDER), "run 1")
+
+        say()
+        say("━━ 2. the last step fails: shipping rejects an empty address ━━")
+        say("     the steps already done are undone, most recent first")
+        order = {**ORDER, "order_id": "A-1002", "address": ""}
+        problems += check_compensated(await execute(stub, order), "run 2")
+
+        say()
+        say("━━ 3. flaky services: inventory UNAVAILABLE ×2, payments UNAVAILABLE ×1 ━━")
+        say("     (faults injected through the services' control planes; the gateway retries)")
+        await demo.inventory.control.add_fault(
+            method="Reserve", code="UNAVAILABLE", message="injected by the demo", times=2
+        )
+        await demo.payments.control.add_fault(
+            method="Charge", code="UNAVAILABLE", message="injected by the demo", times=1
+        )
+        order = {**ORDER, "order_id": "A-1003"}
+        problems += check_retried(await execute(stub, order), "run 3", reserve=2, charge=1)
+        await demo.reset()
+    return problems
+
+
+def print_try_it(gateway: GatewayProcess, keep: bool) -> None:
+    """Tell the user how to call the gateway by hand."""
+    say()
+    say("━━ try it yourself ━━")
+    address = gateway.address
+    if not keep:
+        address = f"127.0.0.1:{DEFAULT_GATEWAY_PORT}"
+        say("  make demo-services                                              # terminal 1")
+        say(
+            f"  .venv/bin/maestro serve --workflows workflows --port {DEFAULT_GATEWAY_PORT}   # terminal 2"
+        )
+        say("  (or `make demo SHOWCASE_ARGS=--keep`, which leaves this demo running)")
+    say(f"  {grpcurl_command(address, ORDER)}")
+    say(f"  .venv/bin/grpcurl -plaintext {address} describe maestro.v1.Gateway")
+    say("  docs/calling.md has more, and a Node.js client.")
+
+
+async def showcase(args: argparse.Namespace, stop: asyncio.Event, keeping: asyncio.Event) -> int:
+    """Start everything, run the checkouts, stop everything; return the exit status."""
+    ports: dict[str, int] | None = None
+    if not args.free_ports:
+        ports = dict(DEFAULT_PORTS)
+        busy = busy_ports([*ports.values(), args.port])
+        if busy:
+            print(
+                f"demo: port(s) {', '.join(map(str, busy))} already in use (is `make demo-services`"
+                " or another demo running?); stop it, or run with SHOWCASE_ARGS=--free-ports",
+                file=sys.stderr,
+            )
+            return EXIT_START
+    say("starting the demo services (inventory: grpcio, payments: grpclib, shipping: Node.js,")
+    say("mailer: HTTP) and the gateway …")
+    with tempfile.TemporaryDirectory(prefix="maestro-demo-") as scratch:
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                demo = await stack.enter_async_context(running_services(ports))
+                if args.free_ports:
+                    workflows = write_workflows(Path(scratch), demo)
+                    port = 0
+                else:
+                    workflows, port = WORKFLOWS.relative_to(ROOT), args.port
+                gateway = await stack.enter_async_context(running_gateway(workflows, port))
+                for endpoint in demo.all():
+                    say(f"  {endpoint.name:<10} {endpoint.address}")
+                say(
+                    f"  {'gateway':<10} {gateway.address}   "
+                    f"(maestro serve --workflows {workflows}, {gateway.workflows} workflows)"
+                )
+                say()
+                problems = await scenarios(gateway, demo)
+                print_try_it(gateway, args.keep)
+                if args.keep and not problems:
+                    say()
+                    say("everything keeps running; Ctrl-C stops it")
+                    keeping.set()
+                    await stop.wait()
+                say()
+                say("stopping the gateway and the demo services …")
+        except RuntimeError as exc:
+            print(f"demo: could not start: {exc}", file=sys.stderr)
+            return EXIT_START
+    if problems:
+        say("demo: FAILED — not as expected:")
+        for problem in problems:
+            say(f"  - {problem}")
+        return EXIT_UNEXPECTED
+    say("demo: every run behaved as expected")
+    return EXIT_OK
+
+
+async def _main(args: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    stop, keeping = asyncio.Event(), asyncio.Event()
+    task = asyncio.current_task()
+    assert task is not None
+
+    def interrupt() -> None:
+        # Once the runs are over (--keep) a signal is the expected way out; before, it aborts.
+        if keeping.is_set() and not stop.is_set():
+            stop.set()
+        else:
+            task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, interrupt)
+    return await showcase(args, stop, keeping)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m demo.showcase``."""
+    args = parse_args(argv)
+    try:
+        code = asyncio.run(_main(args))
+    except asyncio.CancelledError:
+        print("demo: interrupted; every process was stopped", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

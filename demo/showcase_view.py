@@ -1,0 +1,217 @@
+"""How the showcase prints an execution, and what it expects of each run.
+
+Events are printed one line each, as they arrive: the time since the call started, the sequence
+number, the event kind, the step, the attempt, and what matters for that kind (duration and
+output, error, retry delay). The checks return a list of problems, empty when the run behaved as
+the walk-through says it will.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf import duration_pb2, json_format
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from maestro.v1 import gateway_pb2 as pb
+
+OUTPUT_WIDTH = 72
+STEPS = ("reserve", "charge", "notify", "ship")
+
+
+@dataclass
+class Outcome:
+    """What one ``Execute`` call produced: the events received and how the call ended."""
+
+    events: list[pb.ExecutionEvent] = field(default_factory=list)
+    error: grpc.aio.AioRpcError | None = None
+
+    @property
+    def code(self) -> grpc.StatusCode:
+        """The RPC status code the stream ended with."""
+        return grpc.StatusCode.OK if self.error is None else self.error.code()
+
+    @property
+    def result(self) -> pb.ExecutionResult | None:
+        """The result carried by the ``finished`` event, when the last event is one."""
+        if self.events and self.events[-1].WhichOneof("event") == "finished":
+            return self.events[-1].finished.result
+        return None
+
+    def kinds(self, step_id: str | None = None) -> list[str]:
+        """The event kinds in arrival order (of one step when ``step_id`` is given)."""
+        return [
+            kind
+            for event in self.events
+            if (kind := event.WhichOneof("event")) is not None
+            and (step_id is None or getattr(_field(event, kind), "step_id", None) == step_id)
+        ]
+
+
+def _field(event: pb.ExecutionEvent, kind: str) -> Any:
+    return getattr(event, kind)
+
+
+def _ms(duration: duration_pb2.Duration) -> str:
+    return f"{duration.seconds * 1000 + duration.nanos / 1e6:.1f} ms"
+
+
+def _plain(value: Any) -> Any:
+    # google.protobuf.Value holds numbers as doubles: show 2.0 as 2.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _json(value: Any) -> str:
+    value = _plain(value)
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return text if len(text) <= OUTPUT_WIDTH else text[: OUTPUT_WIDTH - 1] + "…"
+
+
+def _error(error: pb.Error) -> str:
+    return f"{error.code}: {error.message}"
+
+
+def _status_name(status: int) -> str:
+    return str(pb.ExecutionStatus.Name(status)).removeprefix("EXECUTION_STATUS_")
+
+
+def event_line(event: pb.ExecutionEvent, elapsed: float) -> str:
+    """One readable line for ``event``, received ``elapsed`` seconds into the call."""
+    kind = event.WhichOneof("event") or "?"
+    head = f"  {f'+{elapsed:.3f}s':>8}  #{event.sequence:<3} {kind:<23}"
+    if kind == "?":
+        return head
+    body = _field(event, kind)
+    if kind == "started":
+        return f"{head}{body.workflow}  (execution {event.execution_id})"
+    if kind == "finished":
+        result = body.result
+        return f"{head}{_status_name(result.status):<15} after {_ms(result.duration)}"
+    text = f"{head}{body.step_id:<15}"
+    if kind != "step_skipped":
+        text += f" attempt {body.attempt}"
+    if kind == "step_succeeded":
+        output = json_format.MessageToDict(body.output)
+        text += f"  {_ms(body.duration)}  → {_json(output)}"
+    elif kind == "compensation_succeeded":
+        text += f"  {_ms(body.duration)}"
+    elif kind == "step_retrying":
+        text += f"  {_error(body.error)} — retry in {_ms(body.delay)}"
+    elif kind in ("step_failed", "compensation_failed"):
+        text += f"  {_error(body.error)}"
+    elif kind == "step_skipped":
+        text += f" {body.reason}"
+    return text
+
+
+def result_lines(outcome: Outcome) -> list[str]:
+    """The result of the execution, as lines: status, output or error, each step's state."""
+    result = outcome.result
+    if result is None:
+        return ["  result: none (no finished event)"]
+    lines = [f"  result: {_status_name(result.status)}"]
+    if result.status == pb.EXECUTION_STATUS_SUCCEEDED:
+        lines.append(f"  output: {json.dumps(_plain(json_format.MessageToDict(result.output)))}")
+    else:
+        lines.append(f"  error:  step {result.error.step_id!r} {_error(result.error)}")
+    steps = ", ".join(
+        f"{step.step_id} {pb.StepStatus.Name(step.status).removeprefix('STEP_STATUS_')}"
+        for step in result.steps
+    )
+    lines.append(f"  steps:  {steps}")
+    return lines
+
+
+def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
+    """The google.rpc.ErrorInfo detail of a failed call, if it carries one."""
+    try:
+        status = rpc_status.from_call(error)
+    except ValueError:  # the detailed status disagrees with the call status
+        return None
+    if status is None:
+        return None
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return info
+    return None
+
+
+def status_lines(outcome: Outcome) -> list[str]:
+    """How the RPC ended: OK, or the code, message and ErrorInfo detail."""
+    if outcome.error is None:
+        return ["  gRPC status: OK"]
+    lines = [f"  gRPC status: {outcome.code.name} {outcome.error.details()!r}"]
+    info = error_info(outcome.error)
+    if info is not None:
+        metadata = ", ".join(f"{k}={v}" for k, v in sorted(info.metadata.items()))
+        lines.append(f"  ErrorInfo:   reason={info.reason} domain={info.domain} {metadata}")
+    return lines
+
+
+def _common(outcome: Outcome, label: str) -> list[str]:
+    problems = []
+    sequence = [event.sequence for event in outcome.events]
+    if sequence != list(range(1, len(sequence) + 1)):
+        problems.append(f"{label}: sequence numbers {sequence} are not 1..n")
+    kinds = outcome.kinds()
+    if not kinds or kinds[0] != "started" or outcome.result is None:
+        problems.append(f"{label}: expected started … finished, got {kinds}")
+    return problems
+
+
+def check_succeeded(outcome: Outcome, label: str) -> list[str]:
+    """Problems with a run expected to succeed with every step."""
+    problems = _common(outcome, label)
+    result = outcome.result
+    if result is not None and result.status != pb.EXECUTION_STATUS_SUCCEEDED:
+        problems.append(f"{label}: status {_status_name(result.status)}, expected SUCCEEDED")
+    if outcome.code != grpc.StatusCode.OK:
+        problems.append(f"{label}: the call ended with {outcome.code.name}, expected OK")
+    for step in STEPS:
+        if "step_succeeded" not in outcome.kinds(step):
+            problems.append(f"{label}: no step_succeeded for {step}")
+    return problems
+
+
+def check_compensated(outcome: Outcome, label: str) -> list[str]:
+    """Problems with a run whose ``ship`` step fails and whose other steps are undone."""
+    problems = _common(outcome, label)
+    result = outcome.result
+    if result is not None:
+        if result.status != pb.EXECUTION_STATUS_COMPENSATED:
+            problems.append(f"{label}: status {_status_name(result.status)}, expected COMPENSATED")
+        if (result.error.step_id, result.error.code) != ("ship", "INVALID_ARGUMENT"):
+            problems.append(f"{label}: error {result.error}, expected ship INVALID_ARGUMENT")
+    if outcome.code != grpc.StatusCode.INVALID_ARGUMENT:
+        problems.append(f"{label}: the call ended with {outcome.code.name}, not INVALID_ARGUMENT")
+    elif (info := error_info(outcome.error)) is None or info.reason != "INVALID_ARGUMENT":
+        problems.append(f"{label}: no ErrorInfo with reason INVALID_ARGUMENT")
+    done = [e.step_succeeded.step_id for e in outcome.events if e.HasField("step_succeeded")]
+    undone = [
+        e.compensation_succeeded.step_id
+        for e in outcome.events
+        if e.HasField("compensation_succeeded")
+    ]
+    if undone != list(reversed(done)):
+        problems.append(f"{label}: compensated {undone}, expected the reverse of {done}")
+    return problems
+
+
+def check_retried(outcome: Outcome, label: str, **retries: int) -> list[str]:
+    """Problems with a run expected to succeed after ``retries[step]`` retries of each step."""
+    problems = check_succeeded(outcome, label)
+    seen = Counter(e.step_retrying.step_id for e in outcome.events if e.HasField("step_retrying"))
+    if dict(seen) != retries:
+        problems.append(f"{label}: retries {dict(seen)}, expected {retries}")
+    return problems
