@@ -584,6 +584,25 @@ async def test_caller_cancel_compensates_reports_cancelled_then_propagates() -> 
     assert isinstance(run.events[-3], CompensationStarted)
 
 
+async def test_cancel_at_the_callers_deadline_reports_deadline_exceeded() -> None:
+    """The RPC layer's cancel when the caller's deadline passes is reported as that deadline."""
+    clock = FakeClock()
+    run = Run(clock)
+    run.backend.on("B", hang=True)
+    wf = workflow(step("a", undo=call("UndoA", {"why": "{{ error.code }}"})), step("b"))
+    task = asyncio.create_task(run(wf, timeout=30.0))
+    await run.backend.wait_for(lambda: ("start", "B") in run.backend.log)
+    clock.advance(30.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    finished = run.events[-1]
+    assert isinstance(finished, ExecutionFinished)
+    assert finished.result.error is not None
+    assert finished.result.error.code is Code.DEADLINE_EXCEEDED
+    assert run.backend.calls[-1][1:3] == ("UndoA", {"why": "DEADLINE_EXCEEDED"})
+
+
 async def test_evaluation_error_names_step_field_and_expression(run: Run) -> None:
     """A runtime template error fails the step with INVALID_ARGUMENT before any call."""
     run.backend.on("A", {"id": 1})

@@ -41,6 +41,9 @@ from maestro_gateway.resilience.clock import Clock, SystemClock
 from maestro_gateway.resilience.deadline import Deadline
 from maestro_gateway.transports.base import Metadata, TransportFactory
 
+_DEADLINE_SLACK = 0.05
+"""A cancel this close to the caller's deadline (seconds) is that deadline passing."""
+
 
 class _StepFailure(Exception):
     """A step failed for good; the cause is already recorded on the execution."""
@@ -146,7 +149,12 @@ class Engine:
             )
         except asyncio.CancelledError:
             cancelled = True
-            self._interrupt(execution, Code.CANCELLED, "execution cancelled by the caller")
+            if caller_deadline is not None and caller_deadline.remaining() <= _DEADLINE_SLACK:
+                # The RPC layer cancels us when the caller's deadline passes; its timer and ours
+                # are a few ms apart. Report the deadline, as the caller sees it.
+                self._interrupt(execution, Code.DEADLINE_EXCEEDED, "caller deadline exceeded")
+            else:
+                self._interrupt(execution, Code.CANCELLED, "execution cancelled by the caller")
         if execution.cause is None:
             result = execution.result(ExecutionStatus.SUCCEEDED, output)
             execution.emit_finished(result)
