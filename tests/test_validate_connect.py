@@ -1,0 +1,327 @@
+"""``maestro validate --connect``: workflows checked against live gRPC schemas, with positions."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from grpc_testkit import RunningServer, Schema, compile_protoset, start_server
+
+from maestro_gateway.cli import main
+from maestro_gateway.cli.connect import check_workflows
+from maestro_gateway.model.loader import load_file
+
+HEADER = """\
+name: t
+services:
+  k: {endpoint: "EP"}
+steps:
+"""
+
+
+@pytest.fixture(scope="session")
+def protoset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test protos compiled once into a FileDescriptorSet."""
+    return compile_protoset(tmp_path_factory.mktemp("protos") / "kitchen.pb")
+
+
+@pytest.fixture(scope="session")
+def schema(protoset: Path) -> Schema:
+    """The compiled test protos."""
+    return Schema(protoset)
+
+
+@pytest.fixture
+async def server(schema: Schema) -> AsyncIterator[RunningServer]:
+    """A Kitchen/Mirror server with v1alpha reflection."""
+    running = await start_server(schema)
+    yield running
+    await running.server.stop(None)
+
+
+@pytest.fixture
+async def bare_server(schema: Schema) -> AsyncIterator[RunningServer]:
+    """A Kitchen/Mirror server without reflection."""
+    running = await start_server(schema, reflection_versions=())
+    yield running
+    await running.server.stop(None)
+
+
+@pytest.fixture
+def free_port() -> Iterator[int]:
+    """A local port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    yield port
+
+
+def write(tmp_path: Path, text: str, endpoint: str, name: str = "wf.yaml") -> Path:
+    """Write a workflow with ``EP`` replaced by ``endpoint``."""
+    path = tmp_path / name
+    path.write_text(text.replace("EP", endpoint))
+    return path
+
+
+def at(path: Path, needle: str, nth: int = 1) -> str:
+    """``line:col`` of the ``nth`` occurrence of ``needle`` in the file."""
+    text = path.read_text()
+    index = -1
+    for _ in range(nth):
+        index = text.index(needle, index + 1)
+    line = text.count("\n", 0, index) + 1
+    column = index - (text.rfind("\n", 0, index) + 1) + 1
+    return f"{line}:{column}"
+
+
+async def check(path: Path, timeout: float = 5.0) -> list[str]:
+    """The --connect diagnostics of one file, as ``line:col: message``."""
+    found = await check_workflows([load_file(str(path))], load_timeout=timeout)
+    assert all(d.file == str(path) for d in found)
+    return [f"{d.line}:{d.column}: {d.message}" for d in found]
+
+
+def one_step(method: str, input_yaml: str) -> str:
+    """A workflow with one step calling ``method`` of service k with ``input_yaml``."""
+    return HEADER + f"  - id: a\n    service: k\n    method: {method}\n    input: {input_yaml}\n"
+
+
+async def test_valid_workflow_has_no_problems(server: RunningServer, tmp_path: Path) -> None:
+    """Correct methods, fields, lowerCamel names, templates and references give no diagnostic."""
+    text = """\
+name: ok
+services:
+  k: {endpoint: "EP"}
+  web: {type: http, endpoint: "http://127.0.0.1:9"}
+steps:
+  - id: a
+    service: k
+    method: testing.v1.Kitchen/Echo
+    input:
+      i32: 1
+      i64: "9007199254740993"
+      d: 2
+      s: "{{ input.s }}"
+      b: false
+      color: COLOR_GREEN
+      inner: {label: x, n: 2.0}
+      items: [{label: y}]
+      counts: {a: 1}
+      by_id: {"7": {label: z}}
+      at: "2024-01-01T00:00:00Z"
+      took: 1.5s
+      big: 12
+      extra: {any: [1, "x"]}
+      note: "{{ input.note }}"
+  - parallel:
+      - id: b
+        service: k
+        method: Fail
+        input: {retryAfterMs: "{{ a.inner.n }}", message: "{{ a.items }}"}
+        compensate:
+          method: testing.v1.Mirror.Reflect
+          input: {s: "{{ steps.b.output.s }} {{ error.code }}"}
+      - id: h
+        service: web
+        method: "POST /x/{{ a.inner.label }}"
+        when: a.b || has(a.inner.label)
+  - id: c
+    service: k
+    method: Count
+    input: {n: "{{ a.i32 }}"}
+output:
+  first: "{{ .a.counts.whatever }}"
+  streamed: "{{ c[0].s }}"
+  note: "{{ a.at }} {{ a.extra.free.form }}"
+"""
+    assert await check(write(tmp_path, text, server.endpoint)) == []
+
+
+async def test_method_resolution(server: RunningServer, tmp_path: Path) -> None:
+    """Ambiguous bare names list candidates; unknown methods and services list what exists."""
+    text = (
+        HEADER
+        + """\
+  - id: a
+    service: k
+    method: Echo
+  - id: b
+    service: k
+    method: testing.v1.Nope/Echo
+  - id: c
+    service: k
+    method: testing.v1.Mirror/Eccho
+    compensate:
+      method: Undo
+"""
+    )
+    path = write(tmp_path, text, server.endpoint)
+    assert await check(path) == [
+        f"{at(path, 'Echo')}: steps.a.method: method name 'Echo' is ambiguous: it matches "
+        "testing.v1.Kitchen/Echo, testing.v1.Mirror/Echo; write it as pkg.Service/Method",
+        f"{at(path, 'testing.v1.Nope')}: steps.b.method: unknown service 'testing.v1.Nope'; "
+        "the target serves: testing.v1.Kitchen, testing.v1.Mirror",
+        f"{at(path, 'testing.v1.Mirror')}: steps.c.method: service 'testing.v1.Mirror' has no "
+        "method 'Eccho'; its methods: Echo, Reflect",
+        f"{at(path, 'Undo')}: steps.c.compensate.method: no service of the target has a method "
+        "'Undo'; methods: testing.v1.Kitchen/Chat, testing.v1.Kitchen/Count, "
+        "testing.v1.Kitchen/Echo, testing.v1.Kitchen/Fail, testing.v1.Kitchen/Sleep, "
+        "testing.v1.Kitchen/Sum, testing.v1.Kitchen/Who, testing.v1.Mirror/Echo, "
+        "testing.v1.Mirror/Reflect",
+    ]
+
+
+async def test_unknown_fields_nested_and_repeated(server: RunningServer, tmp_path: Path) -> None:
+    """Unknown keys are named by path and message type, with a suggestion, at the key."""
+    text = (
+        HEADER
+        + """\
+  - id: a
+    service: k
+    method: Who
+    input:
+      inner: {lable: x}
+      items: [{label: ok}, {nn: 2}]
+      by_id: {"1": {labl: x}}
+      i33: 1
+      nothing_like_it: 1
+    compensate:
+      method: Fail
+      input: {retry_after: 1, mesage: x}
+"""
+    )
+    path = write(tmp_path, text, server.endpoint)
+    assert await check(path) == [
+        f"{at(path, 'lable')}: steps.a.input.inner.lable: unknown field 'lable' in "
+        "testing.v1.Inner (did you mean 'label'?)",
+        f"{at(path, 'nn: 2')}: steps.a.input.items[1].nn: unknown field 'nn' in testing.v1.Inner "
+        "(did you mean 'n'?)",
+        f"{at(path, 'labl:')}: steps.a.input.by_id.1.labl: unknown field 'labl' in "
+        "testing.v1.Inner (did you mean 'label'?)",
+        f"{at(path, 'i33')}: steps.a.input.i33: unknown field 'i33' in testing.v1.Everything "
+        "(did you mean 'i32'?)",
+        f"{at(path, 'nothing_like_it')}: steps.a.input.nothing_like_it: unknown field "
+        "'nothing_like_it' in testing.v1.Everything",
+        f"{at(path, 'retry_after')}: steps.a.compensate.input.retry_after: unknown field "
+        "'retry_after' in testing.v1.FailRequest (did you mean 'retry_after_ms'?)",
+        f"{at(path, 'mesage')}: steps.a.compensate.input.mesage: unknown field 'mesage' in "
+        "testing.v1.FailRequest (did you mean 'message'?)",
+    ]
+
+
+EVERYTHING = "testing.v1.Everything"
+LITERALS = [
+    ("i32", "7", None),
+    ("i32", "2.0", None),
+    ("i32", '"12"', None),
+    ("i32", "null", None),
+    ("i32", "1.5", "field 'i32' of E is int32; expected an integer, got the number 1.5"),
+    (
+        "i32",
+        "3000000000",
+        "field 'i32' of E is int32; expected an integer in [-2147483648, 2147483647], "
+        "got the number 3000000000",
+    ),
+    (
+        "u64",
+        "-1",
+        "field 'u64' of E is uint64; expected an integer in [0, 18446744073709551615], "
+        "got the number -1",
+    ),
+    ("i64", '"abc"', "field 'i64' of E is int64; expected an integer, got the string 'abc'"),
+    ("i32", "true", "field 'i32' of E is int32; expected an integer, got the boolean true"),
+    ("i32", '"{{ input.n }}"', None),
+    ("d", '"NaN"', None),
+    ("d", "1", None),
+    ("d", '"x"', "field 'd' of E is double; expected a number, got the string 'x'"),
+    ("s", "3", "field 's' of E is string; expected a string, got the number 3"),
+    ("s", "[a]", "field 's' of E is string; expected a string, got a list"),
+    ("s", '"{{ input.x }} y"', None),
+    ("b", "true", None),
+    ("b", '"true"', "field 'b' of E is bool; expected true or false, got the string 'true'"),
+    ("b", '"{{ input.x }}"', None),
+    (
+        "b",
+        '"x {{ input.x }}"',
+        "field 'b' of E is bool; expected true or false, got text with templates",
+    ),
+    ("raw", '"aGk="', None),
+    ("color", "COLOR_RED", None),
+    ("color", "1", None),
+    (
+        "color",
+        "COLOR_REED",
+        "'COLOR_REED' is not a value of testing.v1.Color (did you mean 'COLOR_RED'?) "
+        "(values: COLOR_UNSPECIFIED, COLOR_RED, COLOR_GREEN)",
+    ),
+    (
+        "color",
+        "true",
+        "field 'color' of E is testing.v1.Color; expected a testing.v1.Color name, got the boolean true",
+    ),
+    ("inner", "null", None),
+    ("inner", "3", "expected a mapping for testing.v1.Inner, got the number 3"),
+    ("inner", '"{{ input }}"', None),
+    (
+        "items",
+        "{label: x}",
+        "field 'items' of E is repeated testing.v1.Inner; expected a list, got a mapping",
+    ),
+    ("longs", "[1, 2]", None),
+    ("counts", "[1]", "field 'counts' of E is map<string, int64>; expected a mapping, got a list"),
+    ("at", '"2024-01-01T00:00:00Z"', None),
+    ("at", "3", "expected a string for google.protobuf.Timestamp, got the number 3"),
+    ("took", '"1.5s"', None),
+    ("big", '"12"', None),
+    (
+        "big",
+        '"x"',
+        "field 'big' of E is google.protobuf.Int64Value; expected an integer, got the string 'x'",
+    ),
+    ("extra", "{a: [1]}", None),
+    ("extra", "3", "expected a mapping for google.protobuf.Struct, got the number 3"),
+    ("note", "x", None),
+    ("name", "x", None),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "message"), LITERALS)
+async def test_literal_value_types(
+    server: RunningServer, tmp_path: Path, field: str, value: str, message: str | None
+) -> None:
+    """Literal values must fit the field's type as proto3 JSON parsing would; templates pass."""
+    flow = f"{{{field}: {value}}}"
+    path = write(tmp_path, one_step("testing.v1.Kitchen/Echo", flow), server.endpoint)
+    line, column = at(path, flow).split(":")
+    where = f"{line}:{int(column) + len(field) + 3}"  # the value node, after "{field: "
+    expected = []
+    if message is not None:
+        message = message.replace("of E ", f"of {EVERYTHING} ")
+        expected = [f"{where}: steps.a.input.{field}: {message}"]
+    assert await check(path) == expected
+
+
+async def test_map_keys_and_values(server: RunningServer, tmp_path: Path) -> None:
+    """Map keys must fit the key type and map values the value type, named by their key."""
+    path = write(
+        tmp_path,
+        one_step("Who", '{counts: {a: 1, b: x}, by_id: {"2": {}, y: {}}}'),
+        server.endpoint,
+    )
+    assert await check(path) == [
+        f"{at(path, 'x}')}: steps.a.input.counts.b: field 'counts' of {EVERYTHING} is "
+        "map<string, int64>; expected an integer, got the string 'x'",
+        f"{at(path, 'y:')}: steps.a.input.by_id.y: field 'by_id' of {EVERYTHING} is "
+        "map<int32, testing.v1.Inner>; its keys must be integers, got 'y'",
+    ]
+
+
+async def test_malformed_duration_names_the_value(server: RunningServer, tmp_path: Path) -> None:
+    """A Duration literal is parsed as proto3 JSON would parse it, and the reason is given."""
+    path = write(tmp_path, one_step("Who", '{took: "5 minutes"}'), server.endpoint)
+    (found,) = await check(path)
+    where = at(path, '"5 minutes"')
+    assert found.startswith(f"{where}: steps.a.input.took: '5 minutes' is not a valid ")
