@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -51,12 +51,12 @@ async def bare_server(schema: Schema) -> AsyncIterator[RunningServer]:
 
 
 @pytest.fixture
-def free_port() -> Iterator[int]:
+def free_port() -> int:
     """A local port nothing listens on."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    yield port
+    return port
 
 
 def write(tmp_path: Path, text: str, endpoint: str, name: str = "wf.yaml") -> Path:
@@ -64,6 +64,11 @@ def write(tmp_path: Path, text: str, endpoint: str, name: str = "wf.yaml") -> Pa
     path = tmp_path / name
     path.write_text(text.replace("EP", endpoint))
     return path
+
+
+def endpoint_at(path: Path) -> str:
+    """``line:col`` of the (quoted) endpoint of service k."""
+    return at(path, '"127')
 
 
 def at(path: Path, needle: str, nth: int = 1) -> str:
@@ -77,9 +82,9 @@ def at(path: Path, needle: str, nth: int = 1) -> str:
     return f"{line}:{column}"
 
 
-async def check(path: Path, timeout: float = 5.0) -> list[str]:
+async def check(path: Path, load_timeout: float = 5.0) -> list[str]:
     """The --connect diagnostics of one file, as ``line:col: message``."""
-    found = await check_workflows([load_file(str(path))], load_timeout=timeout)
+    found = await check_workflows([load_file(str(path))], load_timeout=load_timeout)
     assert all(d.file == str(path) for d in found)
     return [f"{d.line}:{d.column}: {d.message}" for d in found]
 
@@ -325,3 +330,184 @@ async def test_malformed_duration_names_the_value(server: RunningServer, tmp_pat
     (found,) = await check(path)
     where = at(path, '"5 minutes"')
     assert found.startswith(f"{where}: steps.a.input.took: '5 minutes' is not a valid ")
+
+
+async def test_output_references_walk_the_response(server: RunningServer, tmp_path: Path) -> None:
+    """Selections on a gRPC output name real response fields, wherever the template is."""
+    text = """\
+name: refs
+services:
+  k: {endpoint: "EP"}
+  web: {type: http, endpoint: "http://127.0.0.1:9"}
+steps:
+  - id: a
+    service: k
+    method: testing.v1.Kitchen/Echo
+    output: first
+  - id: b
+    service: k
+    method: Who
+    when: first.bb
+    input:
+      s: "x {{ first.inerr.label }}"
+      name: "{{ steps.a.output.i32.x }}"
+      note: "{{ first.items.anything }} {{ first.counts.any }} {{ first.at.any }}"
+    compensate:
+      method: Who
+      input: {s: "{{ b.ss }}"}
+  - id: h
+    service: web
+    method: "GET /x/{{ first.sx }}"
+    headers: {x-a: "{{ first['colour'] }}"}
+output:
+  v: "{{ .first.inner.lable }}"
+"""
+    path = write(tmp_path, text, server.endpoint)
+    colour = at(path, "'colour'")  # a bracket selection points at its string literal
+    assert await check(path) == [
+        f"{at(path, 'bb')}: steps.b.when: first.bb: {EVERYTHING} has no field 'bb' "
+        "(did you mean 'b'?)",
+        f"{at(path, 'inerr')}: steps.b.input.s: first.inerr: {EVERYTHING} has no field "
+        "'inerr' (did you mean 'inner'?)",
+        f"{at(path, 'x }}')}: steps.b.input.name: steps.a.output.i32.x: steps.a.output.i32 "
+        "is int32, which has no fields",
+        f"{at(path, 'ss }}')}: steps.b.compensate.input.s: b.ss: {EVERYTHING} has no field "
+        "'ss' (did you mean 's'?)",
+        f"{at(path, 'sx')}: steps.h.method: first.sx: {EVERYTHING} has no field 'sx' "
+        "(did you mean 's'?)",
+        f"{colour}: steps.h.headers.x-a: first.colour: {EVERYTHING} has no field "
+        "'colour' (did you mean 'color'?)",
+        f"{at(path, 'lable')}: output.v: first.inner.lable: testing.v1.Inner has no field "
+        "'lable' (did you mean 'label'?)",
+    ]
+
+
+async def test_client_streaming_input_is_a_list(server: RunningServer, tmp_path: Path) -> None:
+    """A client-streaming method takes a list of requests, each checked against the message."""
+    text = (
+        HEADER
+        + """\
+  - id: a
+    service: k
+    method: Sum
+    input: [{i64: 1}, {i46: 2}]
+  - id: b
+    service: k
+    method: Chat
+    input: {s: x}
+"""
+    )
+    path = write(tmp_path, text, server.endpoint)
+    assert await check(path) == [
+        f"{at(path, 'i46')}: steps.a.input[1].i46: unknown field 'i46' in {EVERYTHING} "
+        "(did you mean 'i64'?)",
+        f"{at(path, '{s: x}')}: steps.b.input: testing.v1.Kitchen/Chat is client-streaming: "
+        f"its input must be a list of {EVERYTHING}, got a mapping",
+    ]
+
+
+async def test_protoset_source_without_reflection(
+    bare_server: RunningServer, protoset: Path, tmp_path: Path
+) -> None:
+    """A service without reflection is checked against its protoset file."""
+    text = f"""\
+name: t
+services:
+  k: {{endpoint: "EP", descriptors: {{protoset: {protoset}}}}}
+steps:
+  - id: a
+    service: k
+    method: Echo
+  - id: b
+    service: k
+    method: Who
+    input: {{s: 1}}
+"""
+    path = write(tmp_path, text, bare_server.endpoint)
+    found = await check(path)
+    assert found == [
+        f"{at(path, 'Echo')}: steps.a.method: method name 'Echo' is ambiguous: it matches "
+        "testing.v1.Kitchen/Echo, testing.v1.Mirror/Echo; write it as pkg.Service/Method",
+        f"{at(path, '1}')}: steps.b.input.s: field 's' of {EVERYTHING} is string; "
+        "expected a string, got the number 1",
+    ]
+
+
+async def test_reflection_not_served_is_one_problem_at_endpoint(
+    bare_server: RunningServer, tmp_path: Path
+) -> None:
+    """A service without reflection (and no descriptor files) is one problem at its endpoint."""
+    path = write(tmp_path, one_step("Who", "{nope: 1}"), bare_server.endpoint)
+    (found,) = await check(path)
+    assert found.startswith(
+        f"{endpoint_at(path)}: services.k: cannot load descriptors from {bare_server.endpoint}: "
+        f"reflection on {bare_server.endpoint}"
+    )
+
+
+async def test_unreachable_service_is_one_problem_at_endpoint(
+    free_port: int, tmp_path: Path
+) -> None:
+    """An unreachable service is one diagnostic at its endpoint; its calls are not checked."""
+    endpoint = f"127.0.0.1:{free_port}"
+    text = one_step("Who", "{nope: 1}") + "  - {id: b, service: k, method: Nope}\n"
+    path = write(tmp_path, text, endpoint)
+    (found,) = await check(path)
+    assert found.startswith(
+        f"{endpoint_at(path)}: services.k: cannot load descriptors from {endpoint}: "
+    )
+
+
+async def test_silent_service_is_bounded_by_the_timeout(tmp_path: Path) -> None:
+    """A peer that accepts connections but never answers fails within the load timeout."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    silent = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    try:
+        path = write(tmp_path, one_step("Who", "{}"), f"127.0.0.1:{port}")
+        async with asyncio.timeout(20):
+            (found,) = await check(path, load_timeout=0.5)
+    finally:
+        for writer in accepted:
+            writer.close()
+        silent.close()
+        await silent.wait_closed()
+    assert found.startswith(f"{endpoint_at(path)}: services.k: cannot load descriptors from ")
+
+
+async def test_cli_connect(
+    server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 0 when every file fits its services, 1 with file:line:col problems, 2 on misuse."""
+    good = write(tmp_path, one_step("Who", "{s: x}"), server.endpoint, "good.yaml")
+    bad = write(tmp_path, one_step("Who", "{ss: x}"), server.endpoint, "bad.yaml")
+    assert await asyncio.to_thread(main, ["validate", "--connect", str(good)]) == 0
+    assert capsys.readouterr().out == ""
+    code = await asyncio.to_thread(main, ["validate", str(good), str(bad), "--connect"])
+    assert code == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"{bad}:{at(bad, 'ss')}: steps.a.input.ss: unknown field 'ss' in {EVERYTHING} "
+        "(did you mean 's'?)"
+    ]
+    # One reflection exchange per run: the second run's two files shared it.
+    assert server.record.reflection_paths == ["v1alpha", "v1alpha"]
+    assert await asyncio.to_thread(main, ["validate", str(bad)]) == 0
+    timeout_args = ["validate", "--connect", "--connect-timeout", "0", str(good)]
+    assert await asyncio.to_thread(main, timeout_args) == 2
+
+
+async def test_http_only_workflow_needs_no_network(tmp_path: Path) -> None:
+    """HTTP services have no schema: --connect checks nothing and opens no connection."""
+    text = """\
+name: web
+services:
+  web: {type: http, endpoint: "http://127.0.0.1:9"}
+steps:
+  - {id: a, service: web, method: /x, input: {anything: 1}}
+"""
+    path = write(tmp_path, text, "")
+    assert await check(path) == []
