@@ -52,10 +52,10 @@ def test_no_files_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert "at least one" in capsys.readouterr().err
 
 
-def test_connect_is_not_implemented_yet(capsys: pytest.CaptureFixture[str]) -> None:
-    """--connect is accepted but (for now) reports that it is not implemented, exit 2."""
-    assert main(["validate", "--connect", *EXAMPLES]) == 2
-    assert "not implemented" in capsys.readouterr().err
+def test_connect_timeout_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    """--connect-timeout 0 is a usage error (exit 2); --connect itself is tested in test_validate_connect."""
+    assert main(["validate", "--connect", "--connect-timeout", "0", *EXAMPLES]) == 2
+    assert "--connect-timeout" in capsys.readouterr().err
 
 
 def test_graph_prints_mermaid_or_problems(capsys: pytest.CaptureFixture[str]) -> None:
