@@ -1,0 +1,1 @@
+"""Support for the integration tests: workflow templates and helpers over the demo services."""
