@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 from integration.support import (
+    CHECKOUT_INPUT,
     ORDER,
-    ROOT,
     Events,
+    checkout_text,
     execute,
     finished,
     in_flight,
@@ -46,13 +47,6 @@ from maestro_gateway.transports import Transports
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-ROOT_CHECKOUT_PORTS = {
-    "inventory": "127.0.0.1:50051",
-    "payments": "127.0.0.1:50052",
-    "shipping": "127.0.0.1:50053",
-}
-CHECKOUT_INPUT = {k: ORDER[k] for k in ("order_id", "sku", "qty", "amount", "address", "email")}
-
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def demo() -> AsyncIterator[DemoServices]:
@@ -72,16 +66,6 @@ async def engine() -> AsyncIterator[Engine]:
     """A real engine over real transports (closed after the test)."""
     async with Transports() as transports:
         yield Engine(transports)
-
-
-def checkout_text(demo: DemoServices) -> str:
-    """``workflows/checkout.yaml`` pointed at the harness's services."""
-    text = (ROOT / "workflows" / "checkout.yaml").read_text(encoding="utf-8")
-    for name, fixed in ROOT_CHECKOUT_PORTS.items():
-        assert text.count(f'"{fixed}"') == 1
-        text = text.replace(f'"{fixed}"', f'"{demo[name].address}"')
-    assert text.count('"http://127.0.0.1:8081"') == 1
-    return text.replace('"http://127.0.0.1:8081"', f'"{demo.mailer.url}"')
 
 
 async def test_checkout_example_succeeds_across_all_four_services(

@@ -35,6 +35,29 @@ ORDER: dict[str, Any] = {
 """An input of ``saga.yaml`` that succeeds on the demo services."""
 
 
+CHECKOUT_INPUT: dict[str, Any] = {
+    k: ORDER[k] for k in ("order_id", "sku", "qty", "amount", "address", "email")
+}
+"""An input of ``workflows/checkout.yaml``."""
+
+CHECKOUT_PORTS = {
+    "inventory": "127.0.0.1:50051",
+    "payments": "127.0.0.1:50052",
+    "shipping": "127.0.0.1:50053",
+    "mailer": "http://127.0.0.1:8081",
+}
+"""The fixed endpoints written in ``workflows/checkout.yaml``."""
+
+
+def checkout_text(demo: DemoServices) -> str:
+    """``workflows/checkout.yaml`` pointed at the harness's services."""
+    text = (ROOT / "workflows" / "checkout.yaml").read_text(encoding="utf-8")
+    for name, fixed in CHECKOUT_PORTS.items():
+        assert text.count(f'"{fixed}"') == 1, f"{fixed} not found once in checkout.yaml"
+        text = text.replace(f'"{fixed}"', f'"{endpoints(demo)[name]}"')
+    return text
+
+
 def endpoints(demo: DemoServices) -> dict[str, str]:
     """Where each demo service listens: gRPC targets, and the mailer's base URL."""
     return {
