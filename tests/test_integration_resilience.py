@@ -139,6 +139,41 @@ async def test_service_retry_hint_sets_the_next_delay(
     assert await recorded(demo, service) == ["UNAVAILABLE", "OK"]
 
 
+@pytest.mark.parametrize("service", SERVICES)
+async def test_attempt_timeout_is_retried_and_the_downstream_sees_the_cancel(
+    demo: DemoServices, engine: Engine, service: str
+) -> None:
+    """An attempt cut by its own timeout is DEADLINE_EXCEEDED, cancelled downstream, and retried."""
+    workflow = one_step(demo, service, timeout="300ms", retry="{attempts: 2, jitter: false}")
+    method = TARGETS[service].recorded
+    await demo[service].control.add_fault(method=method, delay_ms=5000, times=1)
+    result, events = await execute(engine, workflow, INPUT)
+    assert result.status is ExecutionStatus.SUCCEEDED, result.error
+    (retrying,) = events.of(StepRetrying)
+    assert retrying.error.code is Code.DEADLINE_EXCEEDED
+    calls = await demo[service].control.wait_for(
+        lambda calls: len(calls) == 2 and all(c.outcome for c in calls)
+    )
+    assert [c.outcome for c in calls] == ["CANCELLED", "OK"]
+
+
+async def test_backoff_never_outlives_the_deadline(
+    demo: DemoServices, engine: Engine, clock: FakeClock
+) -> None:
+    """A retry delay longer than what is left of the workflow deadline is not slept: fail now."""
+    workflow = one_step(demo, "payments", retry="{attempts: 5}", workflow_timeout="2s")
+    await demo.payments.control.add_fault(
+        method="Charge", code="UNAVAILABLE", retry_after_ms=10_000
+    )
+    result, events = await execute(engine, workflow, INPUT)
+    assert result.status is ExecutionStatus.FAILED
+    assert result.error is not None
+    assert (result.error.step_id, result.error.code) == ("call", Code.UNAVAILABLE)
+    assert events.of(StepRetrying) == []
+    assert clock.sleeps == []
+    assert await recorded(demo, "payments") == ["UNAVAILABLE"]
+
+
 def breaker_of(engine: Engine, workflow: Workflow) -> CircuitBreaker:
     """The engine's breaker for the only service of ``workflow``."""
     (service,) = workflow.services.values()

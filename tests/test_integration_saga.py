@@ -360,3 +360,86 @@ async def test_failing_branch_cancels_its_sibling_in_flight(
     assert only(await demo.payments.control.calls(), "Refund") == []
     assert only(await demo.mailer.control.calls(), "RecallMail") == []
     assert await demo.shipping.control.calls() == []
+
+
+@pytest.mark.parametrize("whose", ["workflow", "caller"])
+async def test_deadline_in_the_first_step_fails_with_nothing_to_undo(
+    demo: DemoServices, engine: Engine, whose: str
+) -> None:
+    """A workflow or caller deadline during the first step: FAILED, one call, cancelled downstream."""
+    workflow = saga(demo, timeout="500ms" if whose == "workflow" else "20s")
+    await demo.inventory.control.add_fault(method="Reserve", delay_ms=5000)
+    events = Events()
+    result = await engine.execute(
+        workflow, ORDER, timeout=0.5 if whose == "caller" else None, on_event=events.append
+    )
+    assert result.status is ExecutionStatus.FAILED
+    assert result.error is not None
+    assert (result.error.step_id, result.error.code) == ("reserve", Code.DEADLINE_EXCEEDED)
+    assert whose in result.error.message
+    # Not retried although the service allows 2 attempts: the deadline itself has passed.
+    calls = await demo.inventory.control.wait_for(finished("Reserve"))
+    assert [(c.method, c.outcome) for c in calls] == [("Reserve", "CANCELLED")]
+    assert events.of(CompensationStarted) == []
+    for name in ("payments", "shipping", "mailer"):
+        assert await demo[name].control.calls() == []
+
+
+async def test_workflow_deadline_during_parallel_cancels_both_branches(
+    demo: DemoServices, engine: Engine
+) -> None:
+    """A deadline while both branches are in flight cancels both downstream; reserve is undone."""
+    workflow = saga(demo, timeout="500ms")
+    warm, _ = await execute(engine, workflow, ORDER)
+    assert warm.status is ExecutionStatus.SUCCEEDED, warm.error
+    await demo.reset()
+    await demo.payments.control.add_fault(method="Charge", delay_ms=5000)
+    await demo.mailer.control.add_fault(method="SendMail", delay_ms=5000)
+    result, events = await execute(engine, workflow, ORDER)
+    assert result.status is ExecutionStatus.COMPENSATED
+    assert result.error is not None
+    assert result.error.code is Code.DEADLINE_EXCEEDED
+    assert result.error.step_id in {"charge", "notify"}
+    for step in ("charge", "notify"):
+        assert result.steps[step].status is StepStatus.FAILED
+        error = result.steps[step].error
+        assert error is not None
+        assert error.code is Code.DEADLINE_EXCEEDED
+    for name, method in [("payments", "Charge"), ("mailer", "SendMail")]:
+        calls = await demo[name].control.wait_for(finished(method))
+        assert [(c.method, c.outcome) for c in calls] == [(method, "CANCELLED")]
+    assert events.steps(CompensationSucceeded) == ["reserve"]
+    (release,) = only(await demo.inventory.control.calls(), "Release")
+    assert release.metadata["x-demo-cause"] == f"{result.error.step_id} DEADLINE_EXCEEDED"
+
+
+async def test_compensation_is_retried_with_the_step_policy(
+    demo: DemoServices, engine: Engine
+) -> None:
+    """A compensation failing with UNAVAILABLE is retried under its service's retry policy."""
+    await demo.shipping.control.add_fault(method="CreateShipment", code="INVALID_ARGUMENT")
+    await demo.inventory.control.add_fault(method="Release", code="UNAVAILABLE", times=1)
+    result, events = await execute(engine, saga(demo), ORDER)
+    assert result.status is ExecutionStatus.COMPENSATED
+    releases = only(await demo.inventory.control.calls(), "Release")
+    assert [c.outcome for c in releases] == ["UNAVAILABLE", "OK"]
+    assert [e.attempt for e in events.of(CompensationStarted) if e.step_id == "reserve"] == [1, 2]
+
+
+async def test_compensation_budget_cuts_a_hanging_compensation(
+    demo: DemoServices, engine: Engine
+) -> None:
+    """A compensation outliving `compensation_timeout` is cancelled downstream and reported failed."""
+    await demo.shipping.control.add_fault(method="CreateShipment", code="INVALID_ARGUMENT")
+    await demo.inventory.control.add_fault(method="Release", delay_ms=5000)
+    result, _ = await execute(engine, saga(demo, compensation_timeout="1s"), ORDER)
+    assert result.status is ExecutionStatus.COMPENSATION_FAILED
+    assert result.error is not None
+    assert (result.error.step_id, result.error.code) == ("ship", Code.INVALID_ARGUMENT)
+    error = result.steps["reserve"].compensation_error
+    assert error is not None
+    assert error.code is Code.DEADLINE_EXCEEDED
+    assert result.steps["charge"].status is StepStatus.COMPENSATED
+    assert result.steps["notify"].status is StepStatus.COMPENSATED
+    calls = await demo.inventory.control.wait_for(finished("Release"))
+    assert [c.outcome for c in only(calls, "Release")] == ["CANCELLED"]

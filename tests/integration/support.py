@@ -80,9 +80,9 @@ def load(template: str, demo: DemoServices, **knobs: str) -> Workflow:
     return load_string(render(template, demo, **knobs), path=template)
 
 
-def saga(demo: DemoServices, timeout: str = "20s") -> Workflow:
-    """``saga.yaml`` with a workflow ``timeout``."""
-    return load("saga.yaml", demo, timeout=timeout)
+def saga(demo: DemoServices, timeout: str = "20s", compensation_timeout: str = "10s") -> Workflow:
+    """``saga.yaml`` with a workflow ``timeout`` and a ``compensation_timeout``."""
+    return load("saga.yaml", demo, timeout=timeout, compensation_timeout=compensation_timeout)
 
 
 @dataclass(frozen=True)
@@ -122,11 +122,12 @@ TARGETS: dict[str, Target] = {
 
 ONE_STEP = """
 name: one-${service}
+${workflow_timeout}
 services:
   ${service}:
     type: ${kind}
     endpoint: "${endpoint}"
-    timeout: 3s
+    timeout: ${timeout}
     retry: ${retry}
     ${breaker}
 steps:
@@ -143,10 +144,23 @@ def one_step(
     *,
     retry: str = "{attempts: 1}",
     breaker: str = "",
+    timeout: str = "3s",
+    workflow_timeout: str = "",
 ) -> Workflow:
-    """A workflow of a single step ``call`` to the first business method of ``service``."""
+    """A workflow of a single step ``call`` to the first business method of ``service``.
+
+    Args:
+        demo: the running services.
+        service: which one to call.
+        retry: the service's ``retry`` policy (YAML flow text).
+        breaker: the service's ``circuit_breaker`` (YAML flow text), none when empty.
+        timeout: the service's per-attempt ``timeout``.
+        workflow_timeout: the workflow's ``timeout``, none when empty.
+    """
     target = TARGETS[service]
     text = string.Template(ONE_STEP).substitute(
+        workflow_timeout=f"timeout: {workflow_timeout}" if workflow_timeout else "",
+        timeout=timeout,
         service=service,
         kind=target.kind,
         endpoint=endpoints(demo)[service],
