@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
-from integration.support import TARGETS, execute, one_step
+from integration.support import TARGETS, execute, one_step, render
 
 from demo.harness import SERVICES, DemoServices, running_services
 from maestro_gateway.codes import Code
@@ -20,6 +20,7 @@ from maestro_gateway.engine import (
     StepRetrying,
     StepStarted,
 )
+from maestro_gateway.model.loader import load_string
 from maestro_gateway.model.types import Workflow
 from maestro_gateway.resilience import BreakerState, CircuitBreaker, FakeClock
 from maestro_gateway.transports import Transports
@@ -238,3 +239,41 @@ async def test_business_errors_never_trip_the_breaker(
         assert result.error.code is Code.INVALID_ARGUMENT
     assert await recorded(demo, service) == ["INVALID_ARGUMENT"] * 4
     assert breaker_of(engine, workflow).state is BreakerState.CLOSED
+
+
+OTHER_BILLING = """
+name: other-billing
+services:
+  billing:
+    type: grpc
+    endpoint: "$payments"
+    circuit_breaker: {failures: 5, reset: 1s}
+steps:
+  - id: bill
+    service: billing
+    method: shop.v1.Payments/Charge
+    input: {order_id: o-2, amount: 100}
+"""
+
+
+async def test_breaker_is_shared_by_workflows_naming_the_same_endpoint(
+    demo: DemoServices, engine: Engine, clock: FakeClock
+) -> None:
+    """A circuit opened by one workflow refuses another's call to the same endpoint; the calling
+    service's own `reset` decides when its probe may go."""
+    opener = one_step(demo, "payments", breaker="{failures: 2, reset: 30s}")
+    other = load_string(render(OTHER_BILLING, demo))
+    await demo.payments.control.add_fault(method="Charge", code="UNAVAILABLE", times=2)
+    for _ in range(2):
+        result, _ = await execute(engine, opener, INPUT)
+        assert result.error is not None
+        assert result.error.code is Code.UNAVAILABLE
+    refused, _ = await execute(engine, other, {})
+    assert refused.error is not None
+    assert (refused.error.step_id, refused.error.code) == ("bill", Code.UNAVAILABLE)
+    assert len(await recorded(demo, "payments")) == 2
+    clock.advance(2)  # past billing's 1 s reset, far from the opener's 30 s
+    probe, _ = await execute(engine, other, {})
+    assert probe.status is ExecutionStatus.SUCCEEDED, probe.error
+    assert breaker_of(engine, opener).state is BreakerState.CLOSED
+    assert await recorded(demo, "payments") == ["UNAVAILABLE", "UNAVAILABLE", "OK"]
