@@ -134,7 +134,9 @@ async def gateway(
     demo: DemoServices, tmp_path: Path
 ) -> AsyncIterator[gateway_pb2_grpc.GatewayStub]:
     """The gateway server serving ``saga.yaml`` with the real engine, and a stub talking to it."""
-    (tmp_path / "saga.yaml").write_text(render("saga.yaml", demo, timeout="20s", compensation_timeout="10s"))
+    (tmp_path / "saga.yaml").write_text(
+        render("saga.yaml", demo, timeout="20s", compensation_timeout="10s")
+    )
     server: GatewayServer
     server, problems = create_gateway(tmp_path)
     assert problems == []

@@ -78,12 +78,13 @@ async def test_unavailable_twice_then_success_is_three_calls(
     assert result.steps["call"].attempts == 3
     assert await recorded(demo, service) == ["UNAVAILABLE", "UNAVAILABLE", "OK"]
     retrying = events.of(StepRetrying)
-    assert [(e.attempt, e.error.code, e.delay) for e in retrying] == [
-        (1, Code.UNAVAILABLE, pytest.approx(0.1)),
-        (2, Code.UNAVAILABLE, pytest.approx(0.2)),
+    assert [(e.attempt, e.error.code) for e in retrying] == [
+        (1, Code.UNAVAILABLE),
+        (2, Code.UNAVAILABLE),
     ]
+    assert [e.delay for e in retrying] == pytest.approx([0.1, 0.2])
     assert [e.attempt for e in events.of(StepStarted)] == [1, 2, 3]
-    assert clock.sleeps == [pytest.approx(0.1), pytest.approx(0.2)]
+    assert clock.sleeps == pytest.approx([0.1, 0.2])
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -136,7 +137,7 @@ async def test_service_retry_hint_sets_the_next_delay(
     assert result.status is ExecutionStatus.SUCCEEDED, result.error
     (retrying,) = events.of(StepRetrying)
     assert retrying.delay == pytest.approx(RETRY_AFTER[service])
-    assert clock.sleeps == [pytest.approx(RETRY_AFTER[service])]
+    assert clock.sleeps == pytest.approx([RETRY_AFTER[service]])
     assert await recorded(demo, service) == ["UNAVAILABLE", "OK"]
 
 
