@@ -443,3 +443,23 @@ async def test_compensation_budget_cuts_a_hanging_compensation(
     assert result.steps["notify"].status is StepStatus.COMPENSATED
     calls = await demo.inventory.control.wait_for(finished("Release"))
     assert [c.outcome for c in only(calls, "Release")] == ["CANCELLED"]
+
+
+async def test_second_cancel_during_compensation_does_not_cut_it(
+    demo: DemoServices, engine: Engine
+) -> None:
+    """Cancelling again while compensations run leaves them to finish; CancelledError follows."""
+    await demo.shipping.control.add_fault(method="CreateShipment", delay_ms=10_000)
+    await demo.inventory.control.add_fault(method="Release", delay_ms=500)
+    events = Events()
+    task = asyncio.create_task(engine.execute(saga(demo), ORDER, on_event=events.append))
+    await demo.shipping.control.wait_for(in_flight("CreateShipment"))
+    task.cancel()
+    await demo.inventory.control.wait_for(in_flight("Release"))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (release,) = only(await demo.inventory.control.calls(), "Release")
+    assert release.outcome == "OK"
+    (done,) = events.of(ExecutionFinished)
+    assert done.result.status is ExecutionStatus.COMPENSATED
