@@ -65,7 +65,16 @@ def main(argv: list[str] | None = None) -> int:
         contender = Contender("gateway", args.rpc, args.workflow)
         bench.measure(contender, args.concurrency, 1.0)  # warm
         pid = bench.servers["gateway"][1].pid
-        argv_spy = [py_spy, "record", "--pid", str(pid), "--format", "raw", "--nonblocking", "--function"]
+        argv_spy = [
+            py_spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--nonblocking",
+            "--function",
+        ]
         spy = subprocess.Popen(
             [*argv_spy, "--duration", str(int(args.duration)), "--output", str(out_path)],
             stdout=subprocess.DEVNULL,

@@ -43,8 +43,12 @@ def generate(out: Path) -> None:
         bp_out.mkdir(parents=True, exist_ok=True)
         plugin = Path(sys.executable).parent / "protoc-gen-python_betterproto"
         subprocess.run(
-            [*base, f"--plugin=protoc-gen-python_betterproto={plugin}",
-             f"--python_betterproto_out={bp_out}", *bp_protos],
+            [
+                *base,
+                f"--plugin=protoc-gen-python_betterproto={plugin}",
+                f"--python_betterproto_out={bp_out}",
+                *bp_protos,
+            ],
             check=True,
             cwd=PROTO,
         )
@@ -57,6 +61,7 @@ def generate(out: Path) -> None:
 
 def same_tree(a: Path, b: Path) -> list[str]:
     """Return the relative paths that differ between two trees (ignoring caches)."""
+
     def files(root: Path) -> set[str]:
         return {
             str(p.relative_to(root))
