@@ -161,13 +161,16 @@ class Engine:
             return result
         if execution.completed:
             rollback = compensate(execution, self._runner, metadata)
-            ok = await (_shielded(rollback) if cancelled else rollback)
+            # Shielded even when not cancelled yet: after a caller deadline our timer fires first
+            # and the RPC layer's cancel lands a few ms later, in the middle of the rollback.
+            ok = await _shielded(rollback)
             status = ExecutionStatus.COMPENSATED if ok else ExecutionStatus.COMPENSATION_FAILED
         else:
             status = ExecutionStatus.FAILED
         result = execution.result(status, None)
         execution.emit_finished(result)
-        if cancelled:
+        task = asyncio.current_task()
+        if cancelled or (task is not None and task.cancelling() > 0):
             raise asyncio.CancelledError
         return result
 
