@@ -114,6 +114,7 @@ class Bench:
             self.servers["glue"] = (glue.wait_for(r"listening on (\S+)", 30).group(1), glue)
         if "gateway" in self.args.servers:
             argv = [PY, "-m", "maestro_gateway", "serve", "--workflows", str(workflow_dir)]
+            argv += ["--loop", self.args.gateway_loop]
             gateway = self.children.start("gateway", [*argv, "--host", "127.0.0.1", "--port", "0"])
             target = gateway.wait_for(r"maestro-gateway listening on (\S+)", 60).group(1)
             self.servers["gateway"] = (target, gateway)
@@ -318,6 +319,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--executions", type=int, default=10_000, help="in-flight executions of the memory figure"
+    )
+    parser.add_argument(
+        "--gateway-loop",
+        default="auto",
+        choices=["auto", "uvloop", "asyncio"],
+        help="maestro serve --loop (auto: uvloop when installed)",
     )
     parser.add_argument(
         "--skip-scale", action="store_true", help="only the side-by-side comparison"

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from maestro_gateway.model.durations import DurationError, parse_duration
@@ -83,6 +84,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tls-client-ca", metavar="FILE", help="CA of client certificates: enables mutual TLS"
     )
     parser.add_argument(
+        "--loop",
+        default="auto",
+        choices=["auto", "uvloop", "asyncio"],
+        help="event loop (default auto: uvloop when installed, else asyncio's)",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -104,7 +111,24 @@ def run(args: argparse.Namespace) -> int:
     if not args.workflows.is_dir():
         print(f"maestro serve: {args.workflows}: not a directory", file=sys.stderr)
         return USAGE_ERROR
-    return asyncio.run(_serve(args))
+    loop_factory = _loop_factory(args.loop)
+    if loop_factory is None and args.loop == "uvloop":
+        print("maestro serve: --loop uvloop: uvloop is not installed", file=sys.stderr)
+        return USAGE_ERROR
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(_serve(args))
+
+
+def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when chosen (or ``auto`` and installed); None means asyncio's own."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 async def _serve(args: argparse.Namespace) -> int:
