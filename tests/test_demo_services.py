@@ -28,20 +28,13 @@ from shop.v1 import (
     shipping_pb2_grpc,
 )
 
-from demo.harness import SERVICES, DemoServices, running_services, start_service
+from demo.harness import SERVICES, DemoServices, start_service
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 GRPCURL = Path(sys.executable).parent / "grpcurl"
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 5.0
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def demo() -> AsyncIterator[DemoServices]:
-    """The four demo services, started once for the module."""
-    async with running_services() as services:
-        yield services
 
 
 @pytest_asyncio.fixture(loop_scope="module", autouse=True)

@@ -20,7 +20,7 @@ from grpc_status import rpc_status
 from integration.support import ORDER, execute, render, saga
 from maestro.v1 import gateway_pb2, gateway_pb2_grpc
 
-from demo.harness import DemoServices, running_services
+from demo.harness import DemoServices
 from maestro_gateway.engine import Engine, ExecutionStatus
 from maestro_gateway.model.loader import load_string
 from maestro_gateway.server import GatewayServer, create_gateway
@@ -36,13 +36,6 @@ BUSINESS = {
     "mailer": ("SendMail", "notify"),
 }
 """Per service: the business method ``saga.yaml`` calls and its step."""
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def demo() -> AsyncIterator[DemoServices]:
-    """The four demo services, started once for the module."""
-    async with running_services() as services:
-        yield services
 
 
 @pytest_asyncio.fixture(loop_scope="module", autouse=True)

@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,18 +18,11 @@ import pytest
 import pytest_asyncio
 from integration.support import CHECKOUT_INPUT, ROOT, checkout_text, only
 
-from demo.harness import DemoServices, running_services
+from demo.harness import DemoServices
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 RUN_LIMIT = 30.0
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def demo() -> AsyncIterator[DemoServices]:
-    """The four demo services, started once for the module."""
-    async with running_services() as services:
-        yield services
 
 
 @pytest_asyncio.fixture(loop_scope="module", autouse=True)

@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 from integration.support import TARGETS, execute, one_step, render
 
-from demo.harness import SERVICES, DemoServices, running_services
+from demo.harness import SERVICES, DemoServices
 from maestro_gateway.codes import Code
 from maestro_gateway.engine import (
     Engine,
@@ -30,13 +30,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 INPUT = {"qty": 1, "amount": 500}
 RETRY_AFTER = {"inventory": 0.75, "payments": 0.75, "shipping": 0.75, "mailer": 1.0}
 """The delay a 750 ms retry hint becomes: RetryInfo on gRPC, whole seconds in Retry-After."""
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def demo() -> AsyncIterator[DemoServices]:
-    """The four demo services, started once for the module."""
-    async with running_services() as services:
-        yield services
 
 
 @pytest_asyncio.fixture(loop_scope="module", autouse=True)

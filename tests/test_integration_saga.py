@@ -26,7 +26,7 @@ from integration.support import (
     saga,
 )
 
-from demo.harness import DemoServices, running_services
+from demo.harness import DemoServices
 from maestro_gateway.codes import Code
 from maestro_gateway.engine import (
     CompensationFailed,
@@ -46,13 +46,6 @@ from maestro_gateway.model.schema import check_input
 from maestro_gateway.transports import Transports
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def demo() -> AsyncIterator[DemoServices]:
-    """The four demo services, started once for the module."""
-    async with running_services() as services:
-        yield services
 
 
 @pytest_asyncio.fixture(loop_scope="module", autouse=True)

@@ -1,0 +1,16 @@
+"""Fixtures shared by several test modules."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
+
+from demo.harness import DemoServices, running_services
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def demo() -> AsyncIterator[DemoServices]:
+    """The four demo services (grpcio, grpclib, Node.js, HTTP), started once per module."""
+    async with running_services() as services:
+        yield services
