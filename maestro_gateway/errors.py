@@ -5,7 +5,7 @@
     MaestroError
     ├── DefinitionError            a workflow file is wrong; carries every Diagnostic
     └── ExecutionError             something failed while running; carries a gRPC Code
-        ├── CallError              a downstream call failed (raised by transports only)
+        ├── CallError              a downstream call failed (transports map foreign errors to it)
         │   └── CircuitOpenError   refused at once by an open circuit breaker
         ├── EvaluationError        a template/expression failed at run time
         └── ResolutionError        a method could not be resolved against the service's schema
@@ -78,7 +78,7 @@ class ExecutionError(MaestroError):
 
 
 class CallError(ExecutionError):
-    """A downstream call failed; raised by transports after mapping the foreign error."""
+    """A downstream call failed: raised by transports (mapping the foreign error) and the engine."""
 
 
 class CircuitOpenError(CallError):

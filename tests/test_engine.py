@@ -194,7 +194,7 @@ def call(
         service=svc,
         method=GrpcMethod(None, method),
         input=tpl(input if input is not None else {}),
-        metadata={k: tpl(v) for k, v in (metadata or {}).items()},
+        metadata={**svc.metadata, **{k: tpl(v) for k, v in (metadata or {}).items()}},
         timeout=timeout,
         retry=retry or svc.retry,
     )
@@ -649,7 +649,7 @@ async def test_metadata_and_http_paths_are_rendered(run: Run) -> None:
         service=http,
         method=HttpMethod("POST", tpl("/orders/{{ input.order }}/mail")),
         input=tpl({"n": "{{ input.order }}"}),
-        metadata={"x-step": tpl("s-{{ workflow.name }}")},
+        metadata={**http.metadata, "x-step": tpl("s-{{ workflow.name }}")},
         timeout=None,
         retry=RetryPolicy(),
     )
@@ -687,3 +687,10 @@ async def test_result_to_json_is_plain_json(run: Run) -> None:
     assert data["started_at"].endswith("Z")
     assert data["execution_id"] == "e1"
     assert data["workflow"] == "wf"
+
+
+def test_engine_keeps_the_breaker_registry_it_is_given() -> None:
+    """A supplied (still empty) registry is the one the engine uses, shared with its owner."""
+    registry = BreakerRegistry(FakeClock())
+    engine = Engine(FakeTransports(Backend()), breakers=registry)
+    assert engine.breakers is registry

@@ -19,6 +19,7 @@ import os
 import sys
 from typing import Any, TextIO
 
+from maestro_gateway.cli import USAGE_ERROR
 from maestro_gateway.engine import (
     CompensationFailed,
     CompensationStarted,
@@ -43,7 +44,6 @@ from maestro_gateway.model.loader import load_file
 from maestro_gateway.model.schema import check_input
 from maestro_gateway.model.types import Workflow
 
-USAGE_ERROR = 2
 INTERRUPTED = 130
 EXIT_CODES = {
     ExecutionStatus.SUCCEEDED: 0,

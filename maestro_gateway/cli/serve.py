@@ -19,9 +19,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from maestro_gateway.cli import USAGE_ERROR
 from maestro_gateway.model.durations import DurationError, parse_duration
 
-USAGE_ERROR = 2
 RUNTIME_ERROR = 1
 LOG_FORMAT = "time=%(asctime)s level=%(levelname)s %(message)s"
 

@@ -20,10 +20,9 @@ import asyncio
 import math
 import sys
 
+from maestro_gateway.cli import USAGE_ERROR
 from maestro_gateway.errors import DefinitionError, Diagnostic
 from maestro_gateway.model.loader import load_file
-
-USAGE_ERROR = 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

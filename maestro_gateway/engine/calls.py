@@ -76,10 +76,7 @@ class CallRunner:
             field = f"{label}input"
             request = call.input.render(ctx)
             metadata = list(caller)
-            templates = call.service.metadata
-            if call.metadata:
-                templates = {**templates, **call.metadata} if templates else call.metadata
-            for key, template in templates.items():
+            for key, template in call.metadata.items():
                 field = f"{label}metadata.{key}"
                 metadata.append((key, template.render_text(ctx)))
         except EvaluationError as exc:
@@ -135,15 +132,10 @@ class CallRunner:
                 if breaker is not None:
                     breaker.acquire(bpolicy)
                 try:
-                    if timeout is None:
+                    async with asyncio.timeout(timeout):
                         return_value = await transport.call(
-                            name, request, timeout=None, metadata=md
+                            name, request, timeout=timeout, metadata=md
                         )
-                    else:
-                        async with asyncio.timeout(timeout):
-                            return_value = await transport.call(
-                                name, request, timeout=timeout, metadata=md
-                            )
                 except TimeoutError as exc:
                     raise CallError(
                         Code.DEADLINE_EXCEEDED, f"attempt timed out after {timeout or 0:.3g}s"

@@ -76,7 +76,7 @@ class Engine:
         breakers: BreakerRegistry | None = None,
     ) -> None:
         self.clock: Clock = clock or SystemClock()
-        self.breakers = breakers or BreakerRegistry(self.clock)
+        self.breakers = breakers if breakers is not None else BreakerRegistry(self.clock)
         self._transports = transports
         self._runner = CallRunner(transports, self.breakers, self.clock, rng or random.Random())
 

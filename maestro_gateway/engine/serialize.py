@@ -1,4 +1,4 @@
-"""The JSON form of an execution result, shared by the gateway server and the CLI."""
+"""The JSON form of an execution result (``maestro execute``'s stdout)."""
 
 from __future__ import annotations
 

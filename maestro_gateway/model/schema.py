@@ -1,16 +1,12 @@
 """Checking an execution input against the workflow's JSON Schema.
 
-The validator is compiled once per workflow and kept in a small cache keyed by the workflow
-object's identity (``Workflow`` holds dicts, so it is neither hashable nor weak-referenceable);
-entries hold the workflow itself, so an identity check makes a recycled ``id`` harmless.
+The validator is compiled once, when the ``Workflow`` is built (``Workflow.input_validator``).
 """
 
 from __future__ import annotations
 
 import re
-import threading
-from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jsonschema
@@ -21,9 +17,6 @@ from maestro_gateway.codes import Code
 from maestro_gateway.errors import ExecutionError
 from maestro_gateway.model.types import Workflow
 
-_CACHE_SIZE = 256
-_cache: OrderedDict[int, tuple[Workflow, Validator]] = OrderedDict()
-_lock = threading.Lock()
 _REQUIRED = re.compile(r"'((?:[^'\\]|\\.)*)' is a required property")
 
 
@@ -34,30 +27,18 @@ def check_input(workflow: Workflow, value: Any) -> None:
         ExecutionError: INVALID_ARGUMENT naming every failing field path, e.g.
             ``input.order_id: 'order_id' is a required property``.
     """
-    if workflow.input_schema is None:
+    validator = workflow.input_validator
+    if validator is None:
         return
-    errors = sorted(
-        _validator(workflow).iter_errors(value), key=lambda e: list(map(str, e.absolute_path))
-    )
+    errors = sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise ExecutionError(Code.INVALID_ARGUMENT, "; ".join(_describe(e) for e in errors))
 
 
-def _validator(workflow: Workflow) -> Validator:
-    key = id(workflow)
-    with _lock:
-        entry = _cache.get(key)
-        if entry is not None and entry[0] is workflow:
-            _cache.move_to_end(key)
-            return entry[1]
-    schema = workflow.input_schema if workflow.input_schema is not None else True
+def compile_validator(schema: Mapping[str, Any]) -> Validator:
+    """The validator of ``schema`` (its declared draft, else 2020-12), with format checking."""
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     validator: Validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
-    with _lock:
-        _cache[key] = (workflow, validator)
-        _cache.move_to_end(key)
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
     return validator
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from maestro_gateway import expr
 from maestro_gateway.codes import Code
@@ -258,6 +259,9 @@ def read_service(
                 f"{where}.endpoint: an HTTP endpoint must start with http:// or https://",
             )
             ok = False
+        elif service_type == "http" and (problem := _http_endpoint_problem(endpoint)):
+            ctx.error(fields["endpoint"], f"{where}.endpoint: {problem}")
+            ok = False
         elif service_type == "grpc" and endpoint.startswith(("http://", "https://")):
             ctx.error(
                 fields["endpoint"],
@@ -320,3 +324,15 @@ def _breaker(ctx: LoadContext, node: Node, where: str) -> tuple[bool, CircuitBre
     if any(v is None for v in values.values()):
         return False, None
     return True, CircuitBreakerPolicy(**values)
+
+
+def _http_endpoint_problem(endpoint: str) -> str | None:
+    """What is wrong with an ``http(s)://`` endpoint (no host, a bad port), or None."""
+    parts = urlsplit(endpoint)
+    if not parts.hostname:
+        return "an HTTP endpoint needs a host, e.g. http://mailer:8080"
+    try:
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        return f"invalid port in HTTP endpoint '{endpoint}'"
+    return None

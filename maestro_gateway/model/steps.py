@@ -356,7 +356,7 @@ class StepReader:
             service=service,
             method=method,
             input=request,
-            metadata=metadata,
+            metadata={**service.metadata, **metadata},
             timeout=values.get("timeout", inherited_timeout),
             retry=merge_retry(inherited_retry, overrides),
         )

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from maestro_gateway.codes import DEFAULT_RETRY_CODES, Code
 
 if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
+
     from maestro_gateway.expr import Condition, Template
 
 
@@ -165,8 +167,8 @@ MethodRef = GrpcMethod | HttpMethod
 class Call:
     """What one call does: the service, the method, the request template and call options.
 
-    Shared by call steps and compensations. ``timeout`` and ``retry`` are already the effective
-    values (the step's own over the service's).
+    Shared by call steps and compensations. ``metadata``, ``timeout`` and ``retry`` are already
+    the effective values (the step's own over the service's; for metadata, key by key).
     """
 
     service: Service
@@ -236,6 +238,14 @@ class Workflow:
     output: Template | None = None
     source: str = ""
     path: str = "<string>"
+    input_validator: Validator | None = field(init=False, default=None, compare=False, repr=False)
+    """Derived from ``input_schema`` when the workflow is built (checking inputs is per request)."""
+
+    def __post_init__(self) -> None:
+        if self.input_schema is not None:
+            from maestro_gateway.model.schema import compile_validator
+
+            object.__setattr__(self, "input_validator", compile_validator(self.input_schema))
 
     def call_steps(self) -> tuple[CallStep, ...]:
         """Every call step in execution order, parallel children flattened."""

@@ -142,6 +142,3 @@ class BreakerRegistry:
 
     def __contains__(self, endpoint: object) -> bool:
         return endpoint in self._breakers
-
-    def __len__(self) -> int:
-        return len(self._breakers)
