@@ -142,3 +142,6 @@ class BreakerRegistry:
 
     def __contains__(self, endpoint: object) -> bool:
         return endpoint in self._breakers
+
+    def __len__(self) -> int:
+        return len(self._breakers)
