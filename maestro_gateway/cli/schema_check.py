@@ -2,12 +2,13 @@
 
 Two checks, both pure (no I/O), both reporting at the YAML node concerned:
 
-* ``check_request`` walks a step's ``input`` node against the request message: every key must
+* ``RequestChecker`` walks a step's ``input`` node against the request message: every key must
   name a field (proto or lowerCamel name, as proto3 JSON accepts), nested mappings are checked
   against nested messages, lists against repeated fields, and literal values must fit the
-  field's type (the rules of ``json_format.ParseDict``, which builds the request at run time).
+  field's type (modelled on ``json_format.ParseDict``, which builds the request at run time;
+  a few edge cases differ: bools into doubles, ``.inf``, bytes that are not base64).
   A value that is exactly one template has a type known only at run time and is accepted.
-* ``check_references`` finds every ``<output>.<field>…`` and ``steps.<id>.output.<field>…``
+* ``ReferenceChecker`` finds every ``<output>.<field>…`` and ``steps.<id>.output.<field>…``
   selection in a template and walks it through the response message of the step that produces
   the output; a repeated field, a map or a well-known type ends the walk (their plain forms are
   lists, maps, strings or free-form JSON).
@@ -28,12 +29,12 @@ from maestro_gateway.model.yamlnodes import (
     BOOL,
     FLOAT,
     INT,
-    NULL,
     STR,
     MappingNode,
     Node,
     ScalarNode,
     SequenceNode,
+    is_null,
     kind,
     pairs,
     to_python,
@@ -216,7 +217,7 @@ class RequestChecker:
         ``outer`` is the field named in messages when ``field`` is the value field of a map
         entry or of a wrapper type.
         """
-        if self._dynamic(node) or _is_null(node):
+        if self._dynamic(node) or is_null(node):
             return
         if field.type in (FD.TYPE_MESSAGE, FD.TYPE_GROUP):
             if field.message_type.full_name in _WRAPPERS:
@@ -256,7 +257,7 @@ class RequestChecker:
 
     def _well_known(self, node: Node, descriptor: Descriptor, where: str) -> None:
         name = descriptor.full_name
-        if name in _FREE_FORM or _is_null(node):
+        if name in _FREE_FORM or is_null(node):
             return
         if name in _WRAPPERS:
             self.single(node, descriptor.fields_by_name["value"], where)
@@ -299,10 +300,6 @@ class RequestChecker:
             f"{where}: field '{field.name}' of {owner} is {field_type(field)}; "
             f"expected {expected}, got {got or _got(node)}",
         )
-
-
-def _is_null(node: Node) -> bool:
-    return isinstance(node, ScalarNode) and node.tag == NULL
 
 
 def _got(node: Node) -> str:

@@ -117,7 +117,7 @@ class GatewayServer:
         gateway_pb2_grpc.add_GatewayServicer_to_server(self.service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         enable_reflection([SERVICE_NAME, HEALTH_SERVICE_NAME], server)
-        target = f"{'[' + self.host + ']' if ':' in self.host else self.host}:{self.port}"
+        target = self.address
         if self._tls is None:
             port: int = server.add_insecure_port(target)
         else:
@@ -159,10 +159,6 @@ class GatewayServer:
         if self._on_close is not None:
             await self._on_close()
         log.info(logfmt("stopped"))
-
-    async def wait_for_termination(self) -> None:
-        """Return when the server has stopped."""
-        await self._server.wait_for_termination()
 
 
 def _check_input(workflow: Any, value: Any) -> None:

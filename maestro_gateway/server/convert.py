@@ -33,11 +33,14 @@ from maestro_gateway.engine.events import (
     StepRetrying,
     StepSkipped,
     StepStarted,
+    StepStatus,
     StepSucceeded,
 )
 
 MAX_SAFE_INTEGER = 2**53
 """Largest magnitude of an integer a double holds exactly."""
+
+_STEP_STATUS = {s: pb.StepStatus.Value(f"STEP_STATUS_{s.value}") for s in StepStatus}
 
 _STATUS = {
     ExecutionStatus.SUCCEEDED: pb.EXECUTION_STATUS_SUCCEEDED,
@@ -139,7 +142,7 @@ def step_result_to_proto(step: StepResult) -> pb.StepResult:
     """Return one step's outcome as ``maestro.v1.StepResult``."""
     out = pb.StepResult(
         step_id=step.step_id,
-        status=pb.StepStatus.Value(f"STEP_STATUS_{step.status.value}"),
+        status=_STEP_STATUS[step.status],
         attempts=step.attempts,
         duration=duration(step.duration),
     )

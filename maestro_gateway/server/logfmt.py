@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:/-+@")
+import re
+
+_PLAIN = re.compile(r"[A-Za-z0-9._:/+@-]+")
 
 
 def _quote(value: object) -> str:
     text = str(value)
-    if text and all(c in _PLAIN for c in text):
+    if _PLAIN.fullmatch(text):
         return text
     escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{escaped}"'

@@ -363,6 +363,9 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
                     rpc.REASON_SHUTTING_DOWN,
                 ),
             )
+        # Retrieve the exception (already logged with its traceback by _execute) so that asyncio
+        # does not log it a second time as "never retrieved".
+        task.exception()
         await rpc.abort(
             context,
             rpc.rich_status(Code.INTERNAL, "the execution ended unexpectedly", rpc.REASON_INTERNAL),

@@ -114,7 +114,7 @@ class GrpcTransport:
         return loaded
 
     async def describe(self, method: str) -> MethodDescriptor:
-        """Resolve ``method`` against the service's descriptors (for ``validate --connect``).
+        """Resolve ``method`` against the service's descriptors (a convenience for callers and tests).
 
         Raises:
             ResolutionError: the method is unknown (UNIMPLEMENTED) or ambiguous

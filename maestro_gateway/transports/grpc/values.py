@@ -92,12 +92,10 @@ def _compile_message(descriptor: Descriptor) -> Converter:
         return _json_wkt
     if name == "google.protobuf.Any":
         return _any_to_plain
-    plan: list[tuple[str, Converter]] = [(f.name, _field(f)) for f in descriptor.fields]
-    names = tuple(n for n, _ in plan)
-    getters = tuple(g for _, g in plan)
+    plan: tuple[tuple[str, Converter], ...] = tuple((f.name, _field(f)) for f in descriptor.fields)
 
     def convert(message: Any) -> dict[str, Any]:
-        return dict(zip(names, [get(message) for get in getters], strict=True))
+        return {name: get(message) for name, get in plan}
 
     return convert
 
