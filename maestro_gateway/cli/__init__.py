@@ -4,8 +4,9 @@ Each sub-command lives in its own module exposing ``add_arguments(parser)`` and
 ``run(args) -> int``; modules are imported only when their command runs, so ``maestro validate``
 does not pay for grpc start-up.
 
-Exit codes: 0 success; 1 invalid workflow or failed execution; 2 usage or definition error
-(``execute``); 3 compensation failed (``execute``).
+Exit codes: 0 success; 1 invalid workflow, failed execution, or a server that cannot start;
+2 usage or definition error (``execute``); 3 compensation failed (``execute``); 130 after
+Ctrl-C (``execute``, once the execution is cancelled and compensated).
 """
 
 from __future__ import annotations

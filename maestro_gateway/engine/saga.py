@@ -1,8 +1,8 @@
 """Saga rollback: undo the succeeded steps, newest first (DESIGN §4).
 
 Runs when an execution fails (a step failed after its retries, the deadline passed, the caller
-cancelled). Compensations run one at a time in reverse order of completion, each seeing the whole
-context plus ``error`` (the cause), with the compensation's own retry policy, all within
+cancelled). Compensations run one at a time in reverse order of completion, each seeing what its
+step saw, its own output and ``error`` (the cause), with the compensation's own retry policy, all within
 ``compensation_timeout`` counted from the start of the rollback — a budget of its own, independent
 of the workflow and caller deadlines, which may already have passed. A failed compensation is
 recorded and the others still run.

@@ -64,9 +64,8 @@ class _Expression:
         m = _PATH.fullmatch(compiled.source)
         self._path: tuple[str, ...] | None = None
         if m and m.group(1).split(".")[0] in compiled.references:
-            names = tuple(m.group(1).split("."))
-            if not {"true", "false", "null", "in"} & set(names):
-                self._path = names
+            # CEL rejects keywords as field names at compile time, so any path here is plain.
+            self._path = tuple(m.group(1).split("."))
 
     def evaluate(self, context: Mapping[str, Any]) -> Any:
         if self._path is not None:
