@@ -1,4 +1,4 @@
-"""Profile the gateway under benchmark load with py-spy (``python -m bench.profile``).
+"""Profile the gateway under benchmark load with py-spy (``python -m bench.profile_gateway``).
 
 Starts the same processes as ``make bench`` (services, gateway, load client; no glue), drives one
 contender (``--rpc``, ``--workflow``, ``--concurrency``) and, during the measured window, samples
