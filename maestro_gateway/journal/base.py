@@ -1,0 +1,283 @@
+"""The journal interface: the durable record of executions (DESIGN §2, §10).
+
+The engine writes through :class:`Journal` and never sees SQL. Every implementation
+(``MemoryJournal``, ``SqliteJournal``, later PostgreSQL) passes one shared test suite
+(``tests/journal_suite.py``).
+
+Writing is write-ahead and ordered::
+
+    create(record)            committed when it returns (before the first call, before Start returns)
+    submit(entries, then)     queued; everything submitted between two awaits of the event loop
+                              commits in one transaction, in submission order; ``then`` runs on
+                              the event loop once those entries are durable
+    flush()                   returns once everything submitted before it is durable
+
+Entries are plain data (JSON-ready values): the journal knows nothing of the engine's event
+classes. An event is stored as its ``kind`` and a ``data`` dict; the engine's codec
+(``maestro_gateway.engine.journaling``) maps them to and from events.
+
+When the store cannot be written (disk full, database down) the journal keeps what was submitted,
+retries with backoff and reports ``writable`` False meanwhile; nothing submitted is dropped and
+``then`` callbacks and ``flush`` wait until it is durable. The gateway refuses new executions
+while ``writable`` is False.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class JournalError(Exception):
+    """The journal cannot be opened or used: the message names the file or server and why."""
+
+
+class ExecutionState(enum.Enum):
+    """Where an execution stands in the journal (``ExecutionStatus`` plus the two live states)."""
+
+    RUNNING = "RUNNING"
+    COMPENSATING = "COMPENSATING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    COMPENSATED = "COMPENSATED"
+    COMPENSATION_FAILED = "COMPENSATION_FAILED"
+
+    @property
+    def finished(self) -> bool:
+        """True for the four final states."""
+        return self not in (ExecutionState.RUNNING, ExecutionState.COMPENSATING)
+
+
+def canonical_json(value: Any) -> str:
+    """``value`` as canonical JSON: sorted keys, no spaces, UTF-8 kept (comparing inputs)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def source_hash(source: str) -> str:
+    """The SHA-256 (hex) of a workflow definition's text."""
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionRecord:
+    """One execution as the journal holds it.
+
+    Attributes:
+        execution_id: unique in the journal while the execution is retained.
+        workflow: the workflow name.
+        source: the exact definition (YAML text) it runs; recovery loads this, not today's file.
+        path: the file the definition was loaded from (relative paths in it resolve against it).
+        input: the execution input (JSON-ready).
+        labels: the caller's labels.
+        metadata: the caller headers forwarded to every downstream call.
+        started_at: wall-clock start, seconds since the epoch.
+        workflow_deadline: wall-clock time the workflow ``timeout`` ends, or None.
+        caller_deadline: wall-clock time the caller's deadline ends, or None.
+        state: RUNNING, COMPENSATING or final.
+        ended_at: wall-clock end, None while unfinished.
+        result: the final result (JSON form, the engine's codec), None while unfinished.
+        last_sequence: the sequence number of the latest committed event (0: none yet).
+        triggered_by: the signal that started it, or "".
+        owner: the gateway that runs it now ("" when none does).
+        lease_until: wall-clock time the owner's lease ends (0 when not owned).
+    """
+
+    execution_id: str
+    workflow: str
+    source: str
+    path: str
+    input: Any
+    labels: Mapping[str, str] = field(default_factory=dict)
+    metadata: tuple[tuple[str, str], ...] = ()
+    started_at: float = 0.0
+    workflow_deadline: float | None = None
+    caller_deadline: float | None = None
+    state: ExecutionState = ExecutionState.RUNNING
+    ended_at: float | None = None
+    result: Mapping[str, Any] | None = None
+    last_sequence: int = 0
+    triggered_by: str = ""
+    owner: str = ""
+    lease_until: float = 0.0
+
+    @property
+    def source_hash(self) -> str:
+        """The SHA-256 of ``source`` (stored beside it)."""
+        return source_hash(self.source)
+
+    def same_request(self, workflow: str, input: Any) -> bool:
+        """Whether ``workflow`` and ``input`` (as canonical JSON) are this execution's."""
+        return workflow == self.workflow and canonical_json(input) == canonical_json(self.input)
+
+
+@dataclass(frozen=True, slots=True)
+class EventEntry:
+    """One event of an execution: ``sequence`` 1, 2, 3 … without gaps."""
+
+    execution_id: str
+    sequence: int
+    time: float
+    kind: str
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class IntentEntry:
+    """An attempt is about to be sent: committed before the call leaves the gateway.
+
+    ``step`` is the step path (``reserve``, later ``lines[2].reserve``); ``compensation`` tells a
+    compensation attempt from a step attempt; ``request`` is the rendered request value.
+    """
+
+    execution_id: str
+    step: str
+    compensation: bool
+    attempt: int
+    time: float
+    request: Any
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeEntry:
+    """How an attempt ended: ``error`` (``{step_id, code, message}``) or None and ``response``."""
+
+    execution_id: str
+    step: str
+    compensation: bool
+    attempt: int
+    time: float
+    response: Any = None
+    error: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StateEntry:
+    """The execution changed state: COMPENSATING, or final with its ``result`` (JSON form)."""
+
+    execution_id: str
+    state: ExecutionState
+    time: float
+    result: Mapping[str, Any] | None = None
+
+
+Entry = EventEntry | IntentEntry | OutcomeEntry | StateEntry
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One attempt as read back: its intent and, once known, its outcome."""
+
+    step: str
+    compensation: bool
+    attempt: int
+    started_at: float
+    request: Any
+    ended_at: float | None = None
+    response: Any = None
+    error: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionFilter:
+    """What ``list_executions`` returns: ``workflow`` (or any) AND any of ``states`` (or all)."""
+
+    workflow: str = ""
+    states: frozenset[ExecutionState] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A page of executions, newest first; ``next_token`` is "" on the last page."""
+
+    executions: tuple[ExecutionRecord, ...]
+    next_token: str = ""
+
+
+class BadPageToken(ValueError):
+    """A page token that this journal did not produce."""
+
+
+class Journal(Protocol):
+    """The durable record of executions. See the module docstring for the write order."""
+
+    @property
+    def description(self) -> str:
+        """Where it lives, for logs and messages (``sqlite:/var/lib/maestro/journal.db``)."""
+        ...
+
+    @property
+    def durable(self) -> bool:
+        """False for the in-memory journal: nothing survives the process."""
+        ...
+
+    @property
+    def writable(self) -> bool:
+        """False while the last commit failed and is being retried."""
+        ...
+
+    async def open(self) -> None:
+        """Create or migrate the store and take it for this process.
+
+        Raises:
+            JournalError: unusable (a directory, unwritable, corrupt, written by a newer
+                version, held by another gateway); the message names it.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Commit what was submitted and release the store."""
+        ...
+
+    async def create(self, record: ExecutionRecord) -> ExecutionRecord | None:
+        """Commit a new execution; return None, or the existing record when the id is taken."""
+        ...
+
+    def submit(self, entries: Sequence[Entry], then: Callable[[], None] | None = None) -> None:
+        """Queue ``entries`` for the next group commit; run ``then`` once they are durable."""
+        ...
+
+    async def flush(self) -> None:
+        """Return once everything submitted so far is durable."""
+        ...
+
+    async def get(self, execution_id: str) -> ExecutionRecord | None:
+        """The execution with this id, or None."""
+        ...
+
+    async def list_executions(
+        self, where: ExecutionFilter, page_size: int, page_token: str = ""
+    ) -> Page:
+        """Executions matching ``where``, newest first (by start time, then id).
+
+        Raises:
+            BadPageToken: ``page_token`` is not one this journal returned.
+        """
+        ...
+
+    async def events(self, execution_id: str, after: int = 0) -> list[EventEntry]:
+        """The committed events of an execution with a sequence above ``after``, in order."""
+        ...
+
+    async def attempts(self, execution_id: str) -> list[Attempt]:
+        """Every attempt of an execution, in the order their intents were committed."""
+        ...
+
+    async def wait_events(self, execution_id: str, after: int, timeout: float) -> None:  # noqa: ASYNC109
+        """Return once an event with a sequence above ``after`` is committed, or after ``timeout``."""
+        ...
+
+    async def claim(self, owner: str, lease: float) -> list[ExecutionRecord]:
+        """Take every unfinished execution that no live lease holds, for ``lease`` seconds."""
+        ...
+
+    async def renew(self, owner: str, execution_ids: Sequence[str], lease: float) -> set[str]:
+        """Extend ``owner``'s leases; return the ids it no longer holds."""
+        ...
+
+    async def delete_finished(self, before: float) -> int:
+        """Delete executions that finished before wall-clock ``before``; return how many."""
+        ...

@@ -1,0 +1,182 @@
+"""The in-memory journal (``--journal none``): every API works, nothing survives the process.
+
+Entries are applied as they are submitted, so ``then`` runs at once and ``flush`` never waits:
+the engine pays nothing for durability it does not get. It is also the reference the SQLite and
+PostgreSQL journals are held to by the shared test suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable, Sequence
+
+from maestro_gateway.journal.base import (
+    Attempt,
+    Entry,
+    EventEntry,
+    ExecutionFilter,
+    ExecutionRecord,
+    IntentEntry,
+    OutcomeEntry,
+    Page,
+    StateEntry,
+)
+from maestro_gateway.journal.paging import decode_token, encode_token, newest_first
+
+
+class _Stored:
+    __slots__ = ("attempts", "events", "record")
+
+    def __init__(self, record: ExecutionRecord) -> None:
+        self.record = record
+        self.events: list[EventEntry] = []
+        self.attempts: dict[tuple[str, bool, int], Attempt] = {}
+
+
+class MemoryJournal:
+    """A journal held in this process's memory."""
+
+    description = "none (in memory)"
+    durable = False
+    writable = True
+
+    def __init__(self) -> None:
+        self._executions: dict[str, _Stored] = {}
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+
+    async def open(self) -> None:
+        """Nothing to open."""
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+    async def create(self, record: ExecutionRecord) -> ExecutionRecord | None:
+        stored = self._executions.get(record.execution_id)
+        if stored is not None:
+            return stored.record
+        self._executions[record.execution_id] = _Stored(record)
+        return None
+
+    def submit(self, entries: Sequence[Entry], then: Callable[[], None] | None = None) -> None:
+        for entry in entries:
+            self._apply(entry)
+        if then is not None:
+            then()
+
+    async def flush(self) -> None:
+        return None
+
+    def _apply(self, entry: Entry) -> None:
+        stored = self._executions.get(entry.execution_id)
+        if stored is None:
+            return  # deleted by retention while a late entry was in flight
+        match entry:
+            case EventEntry():
+                stored.events.append(entry)
+                stored.record = dataclasses.replace(stored.record, last_sequence=entry.sequence)
+                for waiter in self._waiters.pop(entry.execution_id, ()):
+                    if not waiter.done():
+                        waiter.set_result(None)
+            case IntentEntry():
+                key = (entry.step, entry.compensation, entry.attempt)
+                stored.attempts[key] = Attempt(
+                    entry.step, entry.compensation, entry.attempt, entry.time, entry.request
+                )
+            case OutcomeEntry():
+                key = (entry.step, entry.compensation, entry.attempt)
+                intent = stored.attempts.get(key)
+                if intent is not None:
+                    stored.attempts[key] = dataclasses.replace(
+                        intent, ended_at=entry.time, response=entry.response, error=entry.error
+                    )
+            case StateEntry():
+                finished = entry.state.finished
+                stored.record = dataclasses.replace(
+                    stored.record,
+                    state=entry.state,
+                    ended_at=entry.time if finished else None,
+                    result=entry.result if finished else stored.record.result,
+                    owner="" if finished else stored.record.owner,
+                    lease_until=0.0 if finished else stored.record.lease_until,
+                )
+
+    async def get(self, execution_id: str) -> ExecutionRecord | None:
+        stored = self._executions.get(execution_id)
+        return stored.record if stored is not None else None
+
+    async def list_executions(
+        self, where: ExecutionFilter, page_size: int, page_token: str = ""
+    ) -> Page:
+        after = decode_token(page_token)
+        matching = [
+            s.record
+            for s in self._executions.values()
+            if (not where.workflow or s.record.workflow == where.workflow)
+            and (not where.states or s.record.state in where.states)
+        ]
+        ordered = newest_first(matching, after)
+        page = tuple(ordered[:page_size])
+        token = encode_token(page[-1]) if len(ordered) > page_size else ""
+        return Page(page, token)
+
+    async def events(self, execution_id: str, after: int = 0) -> list[EventEntry]:
+        stored = self._executions.get(execution_id)
+        if stored is None:
+            return []
+        return stored.events[after:] if after >= 0 else list(stored.events)
+
+    async def attempts(self, execution_id: str) -> list[Attempt]:
+        stored = self._executions.get(execution_id)
+        return list(stored.attempts.values()) if stored is not None else []
+
+    async def wait_events(self, execution_id: str, after: int, timeout: float) -> None:  # noqa: ASYNC109
+        stored = self._executions.get(execution_id)
+        if stored is None or stored.record.last_sequence > after:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(execution_id, []).append(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            waiters = self._waiters.get(execution_id)
+            if waiters is not None and waiter in waiters:
+                waiters.remove(waiter)
+
+    async def claim(self, owner: str, lease: float) -> list[ExecutionRecord]:
+        import time
+
+        now = time.time()
+        claimed: list[ExecutionRecord] = []
+        for stored in self._executions.values():
+            record = stored.record
+            if record.state.finished or (record.owner and record.lease_until > now):
+                continue
+            stored.record = dataclasses.replace(record, owner=owner, lease_until=now + lease)
+            claimed.append(stored.record)
+        return claimed
+
+    async def renew(self, owner: str, execution_ids: Sequence[str], lease: float) -> set[str]:
+        import time
+
+        now = time.time()
+        lost: set[str] = set()
+        for execution_id in execution_ids:
+            stored = self._executions.get(execution_id)
+            if stored is None or stored.record.owner != owner:
+                lost.add(execution_id)
+                continue
+            stored.record = dataclasses.replace(stored.record, lease_until=now + lease)
+        return lost
+
+    async def delete_finished(self, before: float) -> int:
+        old = [
+            execution_id
+            for execution_id, stored in self._executions.items()
+            if stored.record.ended_at is not None and stored.record.ended_at < before
+        ]
+        for execution_id in old:
+            del self._executions[execution_id]
+        return len(old)

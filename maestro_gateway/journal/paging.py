@@ -1,0 +1,54 @@
+"""Page tokens of ``list_executions``: an opaque cursor on (start time, id), newest first.
+
+A token is ``base64url("m1:" + JSON [started_at, execution_id])`` of the last execution of the
+previous page; anything else is refused with :class:`BadPageToken`, so a client cannot confuse
+our tokens with another system's or forge a query through them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable
+
+from maestro_gateway.journal.base import BadPageToken, ExecutionRecord
+
+_PREFIX = "m1:"
+
+Cursor = tuple[float, str]
+
+
+def encode_token(last: ExecutionRecord) -> str:
+    """The token of the page that follows ``last``."""
+    text = _PREFIX + json.dumps([last.started_at, last.execution_id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def decode_token(token: str) -> Cursor | None:
+    """The cursor in ``token`` (None for the first page).
+
+    Raises:
+        BadPageToken: the token was not produced by :func:`encode_token`.
+    """
+    if not token:
+        return None
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        text = base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8")
+        if not text.startswith(_PREFIX):
+            raise ValueError(text)
+        started, execution_id = json.loads(text[len(_PREFIX) :])
+        if not isinstance(started, int | float) or not isinstance(execution_id, str):
+            raise ValueError(text)
+    except (ValueError, UnicodeError, binascii.Error, TypeError) as exc:
+        raise BadPageToken("page_token is not a token returned by ListExecutions") from exc
+    return float(started), execution_id
+
+
+def newest_first(records: Iterable[ExecutionRecord], after: Cursor | None) -> list[ExecutionRecord]:
+    """``records`` newest first (start time, then id, both descending), past the cursor."""
+    ordered = sorted(records, key=lambda r: (r.started_at, r.execution_id), reverse=True)
+    if after is None:
+        return ordered
+    return [r for r in ordered if (r.started_at, r.execution_id) < after]

@@ -1,0 +1,844 @@
+"""The SQLite journal (``--journal PATH``, the default): one file in WAL mode, group commit.
+
+Threads, and who touches what::
+
+    event loop   submit() appends SQL parameters to the pending batch; the first submit of a loop
+                 iteration schedules (call_soon) a hand-off that queues the whole batch as one unit
+    writer       one thread owning the one writing connection: it takes every queued unit at once,
+                 runs them in one transaction, then calls back into the loop once per group, which
+                 runs the ``then`` callbacks in submission order and wakes ``wait_events``
+    readers      get, list_executions, events, attempts: worker threads, each read on a pooled
+                 connection of its own (WAL lets them read while the writer writes)
+
+``create``, ``claim``, ``renew`` and ``delete_finished`` are writes: they go through the writer,
+ordered with what was submitted before them. A group that cannot be committed (disk full, I/O
+error) is rolled back and retried, the same group, with backoff; ``writable`` is False meanwhile.
+Nothing is dropped, and nothing is reported durable before it is.
+
+One gateway per file: ``open`` holds an exclusive ``flock`` on ``<path>.lock`` (the holder's pid
+inside) for the life of the journal. Having it proves that no other gateway runs this journal, so
+``open`` hands every unfinished execution back (unowned) and the next ``claim`` takes them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import fcntl
+import functools
+import json
+import logging
+import os
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from maestro_gateway.journal.base import (
+    Attempt,
+    Entry,
+    EventEntry,
+    ExecutionFilter,
+    ExecutionRecord,
+    IntentEntry,
+    JournalError,
+    OutcomeEntry,
+    Page,
+    StateEntry,
+)
+from maestro_gateway.journal.paging import decode_token, encode_token
+from maestro_gateway.journal.sqlite_schema import (
+    APPLICATION_ID,
+    INSERT_DEFINITION,
+    INSERT_EVENT,
+    INSERT_EXECUTION,
+    RECORD_COLUMNS,
+    SCHEMA_VERSION,
+    UNFINISHED,
+    UPDATE_LAST_SEQUENCE,
+    UPDATE_OUTCOME,
+    UPDATE_STATE,
+    UPSERT_INTENT,
+    event_params,
+    intent_params,
+    last_sequence,
+    loads_or_none,
+    migrate,
+    outcome_params,
+    record_from_row,
+    record_params,
+    select_record,
+    state_params,
+)
+
+if TYPE_CHECKING:
+    from maestro_gateway.resilience.clock import Clock
+
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SqliteJournal"]
+
+logger = logging.getLogger("maestro_gateway.journal")
+
+_T = TypeVar("_T")
+
+#: Fault injection for the crash tests (tests/test_durability.py): with ``N`` set, the writer
+#: SIGKILLs its own process right after committing the group that holds an event with sequence
+#: ``N``, before the event loop learns of the commit; ``0`` does it right after the first new
+#: execution record is committed (before its first event).
+FAULT_KILL_AFTER_EVENT = "MAESTRO_FAULT_KILL_AFTER_EVENT"
+
+_BUSY_TIMEOUT = 5.0
+_FIRST_RETRY = 0.05
+_LAST_RETRY = 1.0
+
+
+class _Batch:
+    """What the event loop submitted between two hand-offs, already as SQL parameters."""
+
+    __slots__ = ("attempt_runs", "events", "last_sequence", "rows", "states", "thens")
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+        self.states: list[tuple[Any, ...]] = []
+        # Intents and outcomes of one attempt must apply in order: runs of (is_intent, rows).
+        self.attempt_runs: list[tuple[bool, list[tuple[Any, ...]]]] = []
+        self.last_sequence: dict[str, int] = {}
+        self.thens: list[Callable[[], None] | asyncio.Future[None]] = []
+        self.rows = 0
+
+    def add_attempt(self, is_intent: bool, params: tuple[Any, ...]) -> None:
+        runs = self.attempt_runs
+        if runs and runs[-1][0] is is_intent:
+            runs[-1][1].append(params)
+        else:
+            runs.append((is_intent, [params]))
+
+
+@dataclass(slots=True)
+class _Op:
+    """A write whose caller awaits a result: run by the writer inside a group's transaction."""
+
+    run: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any]
+
+
+@dataclass(slots=True)
+class _Failure:
+    """An operation failed for a reason that retrying cannot mend: its caller gets ``error``."""
+
+    error: BaseException
+
+
+def _environmental(exc: BaseException) -> bool:
+    """Whether ``exc`` is the store failing (retry the group) rather than one operation's fault."""
+    return type(exc) in (sqlite3.OperationalError, sqlite3.DatabaseError)
+
+
+class SqliteJournal:
+    """A journal in one SQLite file (WAL), written by one thread with group commit.
+
+    Args:
+        path: the database file; created (mode 0600) when missing, its directory must exist.
+        sync: ``"normal"`` (a commit survives a crash of the process) or ``"full"`` (an fsync per
+            commit: survives a power loss).
+        clock: wall-clock time of leases (``claim``, ``renew``); the system clock when None.
+        close_timeout: how long ``close`` waits for a store that cannot be written before it gives
+            up and raises :class:`JournalError`, in seconds.
+    """
+
+    durable = True
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        sync: Literal["normal", "full"] = "normal",
+        clock: Clock | None = None,
+        close_timeout: float = 5.0,
+    ) -> None:
+        if sync not in ("normal", "full"):
+            raise ValueError(f"sync must be 'normal' or 'full', not {sync!r}")
+        self._name = str(path)
+        # Resolved, so two paths to one file (a symlink) share one lock file.
+        self._file = Path(os.path.realpath(path))
+        self._sync = sync
+        self._wall: Callable[[], float] = clock.wall if clock is not None else time.time
+        self._close_timeout = close_timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: _Batch | None = None
+        self._handoff_scheduled = False
+        self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
+        self._writable = True
+        self._closed = False
+        # Shared with the writer thread, under _cond.
+        self._cond = threading.Condition()
+        self._queue: list[_Batch | _Op] = []
+        self._controls: list[_Op] = []
+        self._stopping = False
+        self._abandon = False
+        self._uncommitted = 0
+        self._last_error = ""
+        self._writer_done: asyncio.Future[None] | None = None
+        # Read connections, each used by one worker thread at a time.
+        self._readers_lock = threading.Lock()
+        self._idle_readers: list[sqlite3.Connection] = []
+        self._lock_fd = -1
+        try:
+            self._kill_after_event: int | None = int(os.environ[FAULT_KILL_AFTER_EVENT])
+        except (KeyError, ValueError):
+            self._kill_after_event = None
+        self._created = False  # a new execution was inserted by the group being committed
+
+    @property
+    def description(self) -> str:
+        """``sqlite:`` and the file's resolved absolute path."""
+        return f"sqlite:{self._file}"
+
+    @property
+    def writable(self) -> bool:
+        """False while the last commit failed and is being retried."""
+        return self._writable
+
+    # -- opening and closing ---------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Lock the file, create or migrate it, and start the writer.
+
+        Raises:
+            JournalError: the path is a directory, its directory is missing or not writable, the
+                file is not a journal (or is corrupt), it was written by a newer version, or
+                another gateway holds it. A refused file is left as it was.
+        """
+        if self._loop is not None:
+            raise JournalError(f"journal {self._name} was opened already (a journal opens once)")
+        loop = asyncio.get_running_loop()
+        conn = await asyncio.to_thread(self._open_store)
+        self._loop = loop
+        self._pending = _Batch()
+        self._writer_done = loop.create_future()
+        threading.Thread(
+            target=self._write_loop, args=(conn,), name="maestro-journal-writer", daemon=True
+        ).start()
+
+    def _open_store(self) -> sqlite3.Connection:
+        file, name = self._file, self._name
+        if file.is_dir():
+            raise JournalError(f"journal {name} is a directory, not a file")
+        parent = file.parent
+        if not parent.is_dir():
+            raise JournalError(f"journal {name}: directory {parent} does not exist")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise JournalError(f"journal {name}: directory {parent} is not writable")
+        if file.exists() and not file.is_file():
+            raise JournalError(f"journal {name} is not a regular file")
+        self._lock_fd = self._take_lock()
+        try:
+            if not file.exists():
+                with contextlib.suppress(FileExistsError):
+                    os.close(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            return self._connect_and_migrate()
+        except BaseException:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            raise
+
+    def _take_lock(self) -> int:
+        lock = f"{self._file}.lock"
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise JournalError(
+                f"journal {self._name}: cannot create its lock file {lock}: {exc.strerror}"
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise JournalError(
+                f"journal {self._name} is in use by another gateway (pid {holder})"
+            ) from None
+        except OSError as exc:  # e.g. a file system without locks
+            os.close(fd)
+            raise JournalError(f"journal {self._name}: cannot lock {lock}: {exc.strerror}") from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        return fd
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(
+            self._file, isolation_level=None, check_same_thread=False, timeout=_BUSY_TIMEOUT
+        )
+
+    def _connect_and_migrate(self) -> sqlite3.Connection:
+        name = self._name
+        try:
+            conn = self._connect()
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {name} cannot be opened: {exc}") from exc
+        try:
+            # Only reads until the file is known to be ours and not from the future.
+            try:
+                application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            except sqlite3.DatabaseError as exc:
+                raise JournalError(
+                    f"journal {name} is not a SQLite database or is corrupt ({exc})"
+                ) from exc
+            if objects and application_id != APPLICATION_ID:
+                raise JournalError(
+                    f"journal {name} is a SQLite database of another program, not a journal"
+                )
+            if version > SCHEMA_VERSION:
+                raise JournalError(
+                    f"journal {name} was written by a newer maestro-gateway"
+                    f" (schema {version}, this version knows {SCHEMA_VERSION})"
+                )
+            try:
+                migrate(conn, version, self._sync)
+            except ValueError as exc:
+                raise JournalError(f"journal {name}: {exc}") from None
+        except JournalError:
+            conn.close()
+            raise
+        except sqlite3.Error as exc:
+            conn.close()
+            raise JournalError(f"journal {name} cannot be opened: {exc}") from exc
+        return conn
+
+    async def close(self) -> None:
+        """Commit what was submitted, stop the writer and release the file.
+
+        Raises:
+            JournalError: the store stayed unwritable for ``close_timeout`` seconds; what was not
+                committed is lost, and the callers awaiting it get this error too.
+        """
+        done = self._writer_done
+        if self._pending is None or done is None:
+            return
+        self._handoff()
+        self._pending = None
+        self._closed = True
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        try:
+            await asyncio.wait_for(asyncio.shield(done), self._close_timeout)
+        except TimeoutError:
+            with self._cond:
+                self._abandon = True
+                self._cond.notify()
+            await done
+            if self._uncommitted:
+                raise JournalError(
+                    f"journal {self._name}: gave up after {self._close_timeout:g}s:"
+                    f" {self._uncommitted} entries and operations could not be committed"
+                    f" ({self._last_error})"
+                ) from None
+
+    # -- writing ---------------------------------------------------------------------------
+
+    async def create(self, record: ExecutionRecord) -> ExecutionRecord | None:
+        """Commit a new execution; return None, or the existing record when the id is taken."""
+        params = record_params(record)
+        definition = (record.source_hash, record.source)
+
+        def run(conn: sqlite3.Connection) -> ExecutionRecord | None:
+            if conn.execute(INSERT_EXECUTION, params).rowcount:
+                conn.execute(INSERT_DEFINITION, definition)
+                self._created = True
+                return None
+            return select_record(conn, record.execution_id)
+
+        result: ExecutionRecord | None = await self._write(run)
+        return result
+
+    def submit(self, entries: Sequence[Entry], then: Callable[[], None] | None = None) -> None:
+        """Queue ``entries`` for the next group commit; run ``then`` once they are durable.
+
+        Raises:
+            JournalError: the journal is not open.
+            TypeError: a value in an entry is not JSON-ready.
+        """
+        batch = self._batch()
+        # Encoded before anything is queued: an entry that is not JSON-ready queues none of them.
+        events: list[tuple[Any, ...]] = []
+        attempts: list[tuple[bool, tuple[Any, ...]]] = []
+        states: list[tuple[Any, ...]] = []
+        for entry in entries:
+            match entry:
+                case EventEntry():
+                    events.append(event_params(entry))
+                case IntentEntry():
+                    attempts.append((True, intent_params(entry)))
+                case OutcomeEntry():
+                    attempts.append((False, outcome_params(entry)))
+                case StateEntry():
+                    states.append(state_params(entry))
+        if events:
+            batch.events.extend(events)
+            last = batch.last_sequence
+            for execution_id, sequence, *_ in events:
+                if last.get(execution_id, 0) < sequence:
+                    last[execution_id] = sequence
+        for is_intent, params in attempts:
+            batch.add_attempt(is_intent, params)
+        batch.states.extend(states)
+        batch.rows += len(entries)
+        if then is not None:
+            batch.thens.append(then)
+        self._schedule_handoff()
+
+    async def flush(self) -> None:
+        """Return once everything submitted so far is durable."""
+        batch = self._batch()
+        assert self._loop is not None
+        done: asyncio.Future[None] = self._loop.create_future()
+        batch.thens.append(done)
+        self._schedule_handoff()
+        await done
+
+    async def claim(self, owner: str, lease: float) -> list[ExecutionRecord]:
+        """Take every unfinished execution that no live lease holds, for ``lease`` seconds."""
+
+        def run(conn: sqlite3.Connection) -> list[ExecutionRecord]:
+            # Read at commit time: a commit delayed by an outage still grants a whole lease.
+            now = self._wall()
+            until = now + lease
+            rows = conn.execute(
+                f"SELECT {RECORD_COLUMNS} WHERE e.state IN {UNFINISHED}"
+                " AND (e.owner = '' OR e.lease_until <= ?) ORDER BY e.started_at, e.execution_id",
+                (now,),
+            ).fetchall()
+            claimed = [record_from_row(row) for row in rows]
+            conn.executemany(
+                "UPDATE executions SET owner = ?, lease_until = ? WHERE execution_id = ?",
+                [(owner, until, record.execution_id) for record in claimed],
+            )
+            return [
+                dataclasses.replace(record, owner=owner, lease_until=until) for record in claimed
+            ]
+
+        result: list[ExecutionRecord] = await self._write(run)
+        return result
+
+    async def renew(self, owner: str, execution_ids: Sequence[str], lease: float) -> set[str]:
+        """Extend ``owner``'s leases; return the ids it no longer holds."""
+        ids = list(execution_ids)
+
+        def run(conn: sqlite3.Connection) -> set[str]:
+            until = self._wall() + lease
+            lost: set[str] = set()
+            for execution_id in ids:
+                renewed = conn.execute(
+                    "UPDATE executions SET lease_until = ? WHERE execution_id = ? AND owner = ?",
+                    (until, execution_id, owner),
+                ).rowcount
+                if not renewed:
+                    lost.add(execution_id)
+            return lost
+
+        result: set[str] = await self._write(run)
+        return result
+
+    async def delete_finished(self, before: float) -> int:
+        """Delete executions that finished before wall-clock ``before``; return how many."""
+
+        def run(conn: sqlite3.Connection) -> int:
+            doomed = "SELECT execution_id FROM executions WHERE ended_at < ?1"
+            conn.execute(f"DELETE FROM events WHERE execution_id IN ({doomed})", (before,))
+            conn.execute(f"DELETE FROM attempts WHERE execution_id IN ({doomed})", (before,))
+            hashes = conn.execute(
+                "SELECT DISTINCT source_hash FROM executions WHERE ended_at < ?", (before,)
+            ).fetchall()
+            deleted: int = conn.execute(
+                "DELETE FROM executions WHERE ended_at < ?", (before,)
+            ).rowcount
+            conn.executemany(
+                "DELETE FROM definitions WHERE source_hash = ?1"
+                " AND NOT EXISTS (SELECT 1 FROM executions WHERE source_hash = ?1)",
+                hashes,
+            )
+            return deleted
+
+        result: int = await self._write(run)
+        return result
+
+    async def _writer_pragma(self, sql: str) -> list[tuple[Any, ...]]:
+        """Run one statement on the writer's connection between two transactions: a test hook.
+
+        It runs even while a failed group is being retried, so a test can impose a limit such as
+        ``PRAGMA max_page_count`` (the real SQLITE_FULL) and lift it again.
+        """
+        loop = self._running_loop()
+        done: asyncio.Future[list[tuple[Any, ...]]] = loop.create_future()
+        with self._cond:
+            self._controls.append(_Op(lambda conn: conn.execute(sql).fetchall(), done))
+            self._cond.notify()
+        return await done
+
+    def _batch(self) -> _Batch:
+        batch = self._pending
+        if batch is None:
+            raise JournalError(
+                f"journal {self._name} is {'closed' if self._closed else 'not open'}"
+            )
+        return batch
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        self._batch()
+        assert self._loop is not None
+        return self._loop
+
+    def _schedule_handoff(self) -> None:
+        if not self._handoff_scheduled:
+            self._handoff_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._handoff)
+
+    def _handoff(self) -> None:
+        self._handoff_scheduled = False
+        batch = self._pending
+        if batch is None or not (batch.rows or batch.thens):
+            return
+        self._pending = _Batch()
+        with self._cond:
+            self._queue.append(batch)
+            self._cond.notify()
+
+    async def _write(self, run: Callable[[sqlite3.Connection], _T]) -> _T:
+        loop = self._running_loop()
+        self._handoff()  # what was submitted before this call commits before it
+        done: asyncio.Future[_T] = loop.create_future()
+        with self._cond:
+            self._queue.append(_Op(run, done))
+            self._cond.notify()
+        return await done
+
+    # -- the writer thread -----------------------------------------------------------------
+
+    def _write_loop(self, conn: sqlite3.Connection) -> None:
+        leftover: list[_Batch | _Op] = []
+        try:
+            while True:
+                with self._cond:
+                    self._cond.wait_for(lambda: self._queue or self._controls or self._stopping)
+                    group, self._queue = self._queue, []
+                    controls, self._controls = self._controls, []
+                    stop = self._stopping and not group
+                self._run_controls(conn, controls)
+                if stop:
+                    break
+                if not self._commit(conn, group):
+                    with self._cond:
+                        leftover, self._queue = group + self._queue, []
+                    break
+        except BaseException:
+            logger.exception("journal %s: the writer stopped", self._name)
+            with self._cond:
+                leftover, self._queue = leftover + self._queue, []
+        finally:
+            conn.close()
+            with self._readers_lock:
+                self._closed = True
+                for reader in self._idle_readers:
+                    reader.close()
+                self._idle_readers.clear()
+            os.close(self._lock_fd)
+            self._call_loop(self._writer_exited, leftover)
+
+    def _run_controls(self, conn: sqlite3.Connection, controls: list[_Op]) -> None:
+        for control in controls:
+            try:
+                result: Any = control.run(conn)
+            except Exception as exc:
+                result = _Failure(exc)
+            self._call_loop(self._resolve, control.future, result)
+
+    def _commit(self, conn: sqlite3.Connection, group: list[_Batch | _Op]) -> bool:
+        """Commit ``group``, retrying until it is durable; False when told to give up."""
+        delay = _FIRST_RETRY
+        while True:
+            try:
+                results, committed = self._transaction(conn, group)
+            except Exception as exc:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                self._writable = False
+                error = str(exc) if isinstance(exc, sqlite3.Error) else type(exc).__name__
+                if error != self._last_error:
+                    self._last_error = error
+                    logger.warning(
+                        "journal %s: commit failed (%s); retrying until it succeeds",
+                        self._name,
+                        error,
+                    )
+                with self._cond:
+                    self._cond.wait_for(lambda: self._controls or self._abandon, timeout=delay)
+                    controls, self._controls = self._controls, []
+                    abandon = self._abandon
+                self._run_controls(conn, controls)
+                if abandon:
+                    return False
+                delay = min(delay * 2, _LAST_RETRY)
+                continue
+            if not self._writable:
+                self._writable = True
+                self._last_error = ""
+                logger.info("journal %s: commits succeed again", self._name)
+            kill_after = self._kill_after_event
+            if kill_after is not None and (
+                _holds_event(group, kill_after) if kill_after else self._created
+            ):
+                os.kill(os.getpid(), signal.SIGKILL)
+            self._created = False
+            self._call_loop(self._committed, group, results, committed)
+            return True
+
+    def _transaction(
+        self, conn: sqlite3.Connection, group: list[_Batch | _Op]
+    ) -> tuple[list[Any], dict[str, int]]:
+        results: list[Any] = []
+        committed: dict[str, int] = {}
+        if all(isinstance(item, _Batch) and not item.rows for item in group):
+            return results, committed
+        conn.execute("BEGIN IMMEDIATE")
+        batches: list[_Batch] = []
+        for item in group:
+            if isinstance(item, _Batch):
+                batches.append(item)
+                continue
+            # An operation sees everything submitted before it.
+            self._write_batches(conn, batches, committed)
+            batches = []
+            try:
+                results.append(item.run(conn))
+            except Exception as exc:
+                if _environmental(exc):
+                    raise
+                results.append(_Failure(exc))
+        self._write_batches(conn, batches, committed)
+        conn.execute("COMMIT")
+        return results, committed
+
+    @staticmethod
+    def _write_batches(
+        conn: sqlite3.Connection, batches: list[_Batch], committed: dict[str, int]
+    ) -> None:
+        if not batches:
+            return
+        if any(batch.events for batch in batches):
+            conn.executemany(INSERT_EVENT, chain.from_iterable(b.events for b in batches))
+        for batch in batches:
+            for is_intent, rows in batch.attempt_runs:
+                conn.executemany(UPSERT_INTENT if is_intent else UPDATE_OUTCOME, rows)
+        if any(batch.states for batch in batches):
+            conn.executemany(UPDATE_STATE, chain.from_iterable(b.states for b in batches))
+        last: dict[str, int] = {}
+        for batch in batches:
+            for execution_id, sequence in batch.last_sequence.items():
+                if last.get(execution_id, 0) < sequence:
+                    last[execution_id] = sequence
+        if last:
+            conn.executemany(UPDATE_LAST_SEQUENCE, [(seq, eid) for eid, seq in last.items()])
+            for execution_id, sequence in last.items():
+                if committed.get(execution_id, 0) < sequence:
+                    committed[execution_id] = sequence
+
+    def _call_loop(self, callback: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is left to tell
+            loop.call_soon_threadsafe(callback, *args)
+
+    # -- back on the event loop ------------------------------------------------------------
+
+    def _committed(
+        self, group: list[_Batch | _Op], results: list[Any], committed: dict[str, int]
+    ) -> None:
+        outcomes = iter(results)
+        for item in group:
+            if isinstance(item, _Op):
+                self._resolve(item.future, next(outcomes))
+                continue
+            for then in item.thens:
+                if isinstance(then, asyncio.Future):
+                    if not then.done():
+                        then.set_result(None)
+                    continue
+                try:
+                    then()
+                except Exception as exc:
+                    assert self._loop is not None
+                    self._loop.call_exception_handler(
+                        {"message": "a journal then-callback failed", "exception": exc}
+                    )
+        for execution_id, sequence in committed.items():
+            for after, waiter in self._waiters.get(execution_id, ()):
+                if sequence > after and not waiter.done():
+                    waiter.set_result(None)
+
+    @staticmethod
+    def _resolve(future: asyncio.Future[Any], result: Any) -> None:
+        if future.done():
+            return
+        if isinstance(result, _Failure):
+            future.set_exception(result.error)
+        else:
+            future.set_result(result)
+
+    def _writer_exited(self, leftover: list[_Batch | _Op]) -> None:
+        gone = JournalError(f"journal {self._name} closed before this was committed")
+        self._uncommitted = sum(1 if isinstance(i, _Op) else i.rows for i in leftover)
+        for item in leftover:
+            futures = [item.future] if isinstance(item, _Op) else item.thens
+            for future in futures:
+                if isinstance(future, asyncio.Future) and not future.done():
+                    future.set_exception(gone)
+        with self._cond:
+            controls, self._controls = self._controls, []
+        for control in controls:
+            self._resolve(control.future, _Failure(gone))
+        if self._writer_done is not None and not self._writer_done.done():
+            self._writer_done.set_result(None)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def _read(self, read: Callable[[sqlite3.Connection], _T]) -> _T:
+        self._batch()
+        return await asyncio.to_thread(self._with_reader, read)
+
+    def _with_reader(self, read: Callable[[sqlite3.Connection], _T]) -> _T:
+        with self._readers_lock:
+            if self._closed:
+                raise JournalError(f"journal {self._name} is closed")
+            conn = self._idle_readers.pop() if self._idle_readers else None
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only = ON")
+        try:
+            return read(conn)
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {self._name} cannot be read: {exc}") from exc
+        finally:
+            with self._readers_lock:
+                if self._closed:
+                    conn.close()
+                else:
+                    self._idle_readers.append(conn)
+
+    async def get(self, execution_id: str) -> ExecutionRecord | None:
+        """The execution with this id, or None."""
+        return await self._read(functools.partial(select_record, execution_id=execution_id))
+
+    async def list_executions(
+        self, where: ExecutionFilter, page_size: int, page_token: str = ""
+    ) -> Page:
+        """Executions matching ``where``, newest first (by start time, then id).
+
+        Raises:
+            BadPageToken: ``page_token`` is not one this journal returned.
+            ValueError: ``page_size`` is below 1.
+        """
+        cursor = decode_token(page_token)
+        if page_size < 1:
+            raise ValueError(f"page_size must be at least 1, not {page_size}")
+        clauses: list[str] = []
+        params: list[Any] = []
+        if where.workflow:
+            clauses.append("e.workflow = ?")
+            params.append(where.workflow)
+        if where.states:
+            clauses.append(f"e.state IN ({', '.join('?' * len(where.states))})")
+            params.extend(sorted(state.value for state in where.states))
+        if cursor is not None:
+            clauses.append("(e.started_at, e.execution_id) < (?, ?)")
+            params.extend(cursor)
+        sql = f"SELECT {RECORD_COLUMNS}"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY e.started_at DESC, e.execution_id DESC LIMIT ?"
+        params.append(page_size + 1)
+
+        def read(conn: sqlite3.Connection) -> list[ExecutionRecord]:
+            return [record_from_row(row) for row in conn.execute(sql, params)]
+
+        found = await self._read(read)
+        page = tuple(found[:page_size])
+        return Page(page, encode_token(page[-1]) if len(found) > page_size else "")
+
+    async def events(self, execution_id: str, after: int = 0) -> list[EventEntry]:
+        """The committed events of an execution with a sequence above ``after``, in order."""
+
+        def read(conn: sqlite3.Connection) -> list[EventEntry]:
+            rows = conn.execute(
+                "SELECT sequence, time, kind, data FROM events"
+                " WHERE execution_id = ? AND sequence > ? ORDER BY sequence",
+                (execution_id, after),
+            )
+            return [
+                EventEntry(execution_id, sequence, at, kind, json.loads(data))
+                for sequence, at, kind, data in rows
+            ]
+
+        return await self._read(read)
+
+    async def attempts(self, execution_id: str) -> list[Attempt]:
+        """Every attempt of an execution, in the order their intents were committed."""
+
+        def read(conn: sqlite3.Connection) -> list[Attempt]:
+            rows = conn.execute(
+                "SELECT step, compensation, attempt, started_at, request, ended_at, response,"
+                " error FROM attempts WHERE execution_id = ? ORDER BY rowid",
+                (execution_id,),
+            )
+            return [
+                Attempt(
+                    step=step,
+                    compensation=bool(compensation),
+                    attempt=attempt,
+                    started_at=started_at,
+                    request=json.loads(request),
+                    ended_at=ended_at,
+                    response=loads_or_none(response),
+                    error=loads_or_none(error),
+                )
+                for step, compensation, attempt, started_at, request, ended_at, response, error in rows
+            ]
+
+        return await self._read(read)
+
+    async def wait_events(self, execution_id: str, after: int, timeout: float) -> None:  # noqa: ASYNC109
+        """Return once an event with a sequence above ``after`` is committed, or after ``timeout``."""
+        loop = self._running_loop()
+        # Registered before the read, so a commit landing between the two still wakes it.
+        waiter: asyncio.Future[None] = loop.create_future()
+        entry = (after, waiter)
+        waiters = self._waiters.setdefault(execution_id, [])
+        waiters.append(entry)
+        try:
+            async with asyncio.timeout(timeout):
+                last = await self._read(functools.partial(last_sequence, execution_id=execution_id))
+                if last is None or last > after:
+                    return
+                await waiter
+        except TimeoutError:
+            pass
+        finally:
+            waiters.remove(entry)
+            if not waiters:
+                self._waiters.pop(execution_id, None)
+
+
+def _holds_event(group: list[_Batch | _Op], sequence: int) -> bool:
+    return any(
+        row[1] == sequence for item in group if isinstance(item, _Batch) for row in item.events
+    )

@@ -1,0 +1,283 @@
+"""The SQLite journal's file: its schema and migrations, its statements, and the row codecs.
+
+Values are stored as compact JSON text, and each distinct workflow definition once
+(``definitions``, keyed by its hash), shared by every execution that runs it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from maestro_gateway.journal.base import (
+    EventEntry,
+    ExecutionRecord,
+    ExecutionState,
+    IntentEntry,
+    OutcomeEntry,
+    StateEntry,
+)
+
+#: ``PRAGMA application_id`` of a journal ("MGTW"): tells our file from another program's database.
+APPLICATION_ID = 0x4D475457
+
+#: The states of an execution that still has work to do, as an SQL list.
+UNFINISHED = "('RUNNING', 'COMPENSATING')"
+
+# Each migration is applied once, in order, in the transaction that opens the journal; the file's
+# ``user_version`` is the number applied. Never edit one that has shipped: append another.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        # The definition text is stored once per distinct source, not once per execution.
+        """CREATE TABLE definitions (
+            source_hash TEXT PRIMARY KEY,
+            source TEXT NOT NULL
+        )""",
+        """CREATE TABLE executions (
+            execution_id TEXT PRIMARY KEY,
+            workflow TEXT NOT NULL,
+            source_hash TEXT NOT NULL,
+            path TEXT NOT NULL,
+            input TEXT NOT NULL,
+            labels TEXT NOT NULL,
+            metadata TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            workflow_deadline REAL,
+            caller_deadline REAL,
+            state TEXT NOT NULL,
+            ended_at REAL,
+            result TEXT,
+            triggered_by TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            lease_until REAL NOT NULL,
+            last_sequence INTEGER NOT NULL
+        )""",
+        "CREATE INDEX executions_newest ON executions (started_at, execution_id)",
+        "CREATE INDEX executions_workflow ON executions (workflow, started_at, execution_id)",
+        "CREATE INDEX executions_state ON executions (state, started_at, execution_id)",
+        "CREATE INDEX executions_ended ON executions (ended_at) WHERE ended_at IS NOT NULL",
+        "CREATE INDEX executions_source ON executions (source_hash)",
+        """CREATE TABLE events (
+            execution_id TEXT NOT NULL,
+            sequence INTEGER NOT NULL,
+            time REAL NOT NULL,
+            kind TEXT NOT NULL,
+            data TEXT NOT NULL,
+            PRIMARY KEY (execution_id, sequence)
+        ) WITHOUT ROWID""",
+        # A rowid table on purpose: ``ORDER BY rowid`` is the order the intents were committed.
+        """CREATE TABLE attempts (
+            execution_id TEXT NOT NULL,
+            step TEXT NOT NULL,
+            compensation INTEGER NOT NULL,
+            attempt INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            request TEXT NOT NULL,
+            ended_at REAL,
+            response TEXT,
+            error TEXT,
+            PRIMARY KEY (execution_id, step, compensation, attempt)
+        )""",
+    ),
+)
+
+#: The schema version this code writes (``PRAGMA user_version`` of an up-to-date journal).
+SCHEMA_VERSION = len(MIGRATIONS)
+
+RECORD_COLUMNS = (
+    "e.execution_id, e.workflow, d.source, e.path, e.input, e.labels, e.metadata, e.started_at,"
+    " e.workflow_deadline, e.caller_deadline, e.state, e.ended_at, e.result, e.last_sequence,"
+    " e.triggered_by, e.owner, e.lease_until"
+    " FROM executions e JOIN definitions d ON d.source_hash = e.source_hash"
+)
+
+INSERT_EXECUTION = (
+    "INSERT INTO executions (execution_id, workflow, source_hash, path, input, labels, metadata,"
+    " started_at, workflow_deadline, caller_deadline, state, ended_at, result, triggered_by, owner,"
+    " lease_until, last_sequence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (execution_id) DO NOTHING"
+)
+INSERT_DEFINITION = (
+    "INSERT INTO definitions (source_hash, source) VALUES (?, ?) ON CONFLICT DO NOTHING"
+)
+# Entries of an execution that is gone (deleted by retention while they were in flight) are
+# dropped, as MemoryJournal drops them: an orphan row would resurface if the id were reused.
+INSERT_EVENT = (
+    "INSERT INTO events (execution_id, sequence, time, kind, data)"
+    " SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM executions WHERE execution_id = ?1)"
+    " ON CONFLICT DO NOTHING"
+)
+UPSERT_INTENT = (
+    "INSERT INTO attempts (execution_id, step, compensation, attempt, started_at, request)"
+    " SELECT ?1, ?2, ?3, ?4, ?5, ?6"
+    " WHERE EXISTS (SELECT 1 FROM executions WHERE execution_id = ?1)"
+    " ON CONFLICT DO UPDATE SET started_at = excluded.started_at, request = excluded.request,"
+    " ended_at = NULL, response = NULL, error = NULL"
+)
+UPDATE_OUTCOME = (
+    "UPDATE attempts SET ended_at = ?, response = ?, error = ?"
+    " WHERE execution_id = ? AND step = ? AND compensation = ? AND attempt = ?"
+)
+UPDATE_STATE = (
+    "UPDATE executions SET state = ?1, ended_at = ?2,"
+    " result = CASE WHEN ?3 THEN ?4 ELSE result END,"
+    " owner = CASE WHEN ?3 THEN '' ELSE owner END,"
+    " lease_until = CASE WHEN ?3 THEN 0 ELSE lease_until END"
+    " WHERE execution_id = ?5"
+)
+UPDATE_LAST_SEQUENCE = (
+    "UPDATE executions SET last_sequence = max(last_sequence, ?) WHERE execution_id = ?"
+)
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# ASCII output on purpose: a lone surrogate (valid in a Python str, e.g. from a JSON "\ud800")
+# survives as an escape instead of failing to bind as UTF-8 in the writer thread.
+dumps = functools.partial(json.dumps, separators=(",", ":"), default=_jsonable)
+
+
+def loads_or_none(text: str | None) -> Any:
+    """``text`` decoded, or None for NULL."""
+    return None if text is None else json.loads(text)
+
+
+def record_from_row(row: Sequence[Any]) -> ExecutionRecord:
+    """The record of a row selected with ``RECORD_COLUMNS``."""
+    return ExecutionRecord(
+        execution_id=row[0],
+        workflow=row[1],
+        source=row[2],
+        path=row[3],
+        input=json.loads(row[4]),
+        labels=json.loads(row[5]),
+        metadata=tuple((str(key), str(value)) for key, value in json.loads(row[6])),
+        started_at=row[7],
+        workflow_deadline=row[8],
+        caller_deadline=row[9],
+        state=ExecutionState(row[10]),
+        ended_at=row[11],
+        result=loads_or_none(row[12]),
+        last_sequence=row[13],
+        triggered_by=row[14],
+        owner=row[15],
+        lease_until=row[16],
+    )
+
+
+def record_params(record: ExecutionRecord) -> tuple[Any, ...]:
+    """The parameters of ``INSERT_EXECUTION``."""
+    return (
+        record.execution_id,
+        record.workflow,
+        record.source_hash,
+        record.path,
+        dumps(record.input),
+        dumps(record.labels),
+        dumps([list(pair) for pair in record.metadata]),
+        record.started_at,
+        record.workflow_deadline,
+        record.caller_deadline,
+        record.state.value,
+        record.ended_at,
+        None if record.result is None else dumps(record.result),
+        record.triggered_by,
+        record.owner,
+        record.lease_until,
+        record.last_sequence,
+    )
+
+
+def select_record(conn: sqlite3.Connection, execution_id: str) -> ExecutionRecord | None:
+    row = conn.execute(f"SELECT {RECORD_COLUMNS} WHERE e.execution_id = ?", (execution_id,))
+    found = row.fetchone()
+    return record_from_row(found) if found is not None else None
+
+
+def last_sequence(conn: sqlite3.Connection, execution_id: str) -> int | None:
+    """The ``last_sequence`` of an execution, or None when there is no such execution."""
+    row = conn.execute(
+        "SELECT last_sequence FROM executions WHERE execution_id = ?", (execution_id,)
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def event_params(entry: EventEntry) -> tuple[Any, ...]:
+    """The parameters of ``INSERT_EVENT``."""
+    return (entry.execution_id, entry.sequence, entry.time, entry.kind, dumps(entry.data))
+
+
+def intent_params(entry: IntentEntry) -> tuple[Any, ...]:
+    """The parameters of ``UPSERT_INTENT``."""
+    return (
+        entry.execution_id,
+        entry.step,
+        entry.compensation,
+        entry.attempt,
+        entry.time,
+        dumps(entry.request),
+    )
+
+
+def outcome_params(entry: OutcomeEntry) -> tuple[Any, ...]:
+    """The parameters of ``UPDATE_OUTCOME``."""
+    return (
+        entry.time,
+        dumps(entry.response),
+        None if entry.error is None else dumps(entry.error),
+        entry.execution_id,
+        entry.step,
+        entry.compensation,
+        entry.attempt,
+    )
+
+
+def state_params(entry: StateEntry) -> tuple[Any, ...]:
+    """The parameters of ``UPDATE_STATE``."""
+    finished = entry.state.finished
+    return (
+        entry.state.value,
+        entry.time if finished else None,
+        finished,
+        None if entry.result is None else dumps(entry.result),
+        entry.execution_id,
+    )
+
+
+def migrate(conn: sqlite3.Connection, version: int, sync: str) -> None:
+    """Put ``conn``'s file (at schema ``version``) in WAL mode and bring it to ``SCHEMA_VERSION``.
+
+    One transaction: the migrations still missing, then every unfinished execution handed back
+    (the caller holds the file's lock, so no other gateway runs any of them).
+
+    Raises:
+        ValueError: the file cannot be put in WAL mode.
+    """
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise ValueError(f"it cannot use WAL mode (it stays in {mode})")
+    conn.execute(f"PRAGMA synchronous = {sync.upper()}")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statements in MIGRATIONS[version:]:
+            for statement in statements:
+                conn.execute(statement)
+        if version < SCHEMA_VERSION:
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute(
+            "UPDATE executions SET owner = '', lease_until = 0"
+            f" WHERE state IN {UNFINISHED} AND owner != ''"
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

@@ -1,0 +1,455 @@
+"""The journal contract (``maestro_gateway/journal/base.py``): one suite for every implementation.
+
+A test module runs it by subclassing :class:`JournalSuite` in a ``Test…`` class; the ``journal``
+fixture opens each implementation in turn (a future PostgreSQL journal adds a parameter, or a
+subclass overrides the fixture). Every test talks to the journal only through the protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from maestro_gateway.journal import (
+    BadPageToken,
+    EventEntry,
+    ExecutionFilter,
+    ExecutionRecord,
+    ExecutionState,
+    IntentEntry,
+    Journal,
+    MemoryJournal,
+    OutcomeEntry,
+    SqliteJournal,
+    StateEntry,
+)
+
+RUNNING = ExecutionState.RUNNING
+COMPENSATING = ExecutionState.COMPENSATING
+SUCCEEDED = ExecutionState.SUCCEEDED
+FAILED = ExecutionState.FAILED
+COMPENSATED = ExecutionState.COMPENSATED
+
+
+def record(
+    execution_id: str, *, workflow: str = "checkout", started_at: float = 1000.0, **changes: Any
+) -> ExecutionRecord:
+    """A plausible execution record; ``changes`` override any field."""
+    fields: dict[str, Any] = {
+        "execution_id": execution_id,
+        "workflow": workflow,
+        "source": f"name: {workflow}\nsteps:\n  - id: reserve\n",
+        "path": f"/srv/workflows/{workflow}.yaml",
+        "input": {"order_id": execution_id, "qty": 2, "lines": [{"sku": "A-1"}]},
+        "labels": {"team": "shop"},
+        "metadata": (("x-request-id", f"req-{execution_id}"), ("traceparent", "00-abc-01")),
+        "started_at": started_at,
+    }
+    fields.update(changes)
+    return ExecutionRecord(**fields)
+
+
+def event(execution_id: str, sequence: int, kind: str = "step_started", **data: Any) -> EventEntry:
+    """An event with a time derived from its sequence."""
+    return EventEntry(
+        execution_id, sequence, 2000.0 + sequence, kind, data or {"step_id": "reserve"}
+    )
+
+
+def finish(execution_id: str, state: ExecutionState = SUCCEEDED, at: float = 3000.0) -> StateEntry:
+    """The final state entry of an execution, with a result."""
+    return StateEntry(execution_id, state, at, {"status": state.value, "output": {"ok": True}})
+
+
+async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    """Wait until ``condition()`` holds, polling; TimeoutError after ``within`` seconds."""
+    for _ in range(int(within / 0.005)):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise TimeoutError(f"still not true after {within}s")
+
+
+def ids(records: Any) -> list[str]:
+    """The execution ids of records, in order."""
+    return [r.execution_id for r in records]
+
+
+class JournalSuite:
+    """Behaviour every journal shares; MemoryJournal is the reference."""
+
+    @pytest.fixture(params=["memory", "sqlite"])
+    async def journal(
+        self, request: pytest.FixtureRequest, tmp_path: Path
+    ) -> AsyncIterator[Journal]:
+        """An opened journal of each kind (SQLite in a fresh file)."""
+        store: Journal
+        if request.param == "memory":
+            store = MemoryJournal()
+        else:
+            store = SqliteJournal(tmp_path / "journal.db")
+        await store.open()
+        yield store
+        await store.close()
+
+    # -- create and get --------------------------------------------------------------------
+
+    async def test_create_commits_the_whole_record(self, journal: Journal) -> None:
+        """A created record reads back field for field."""
+        original = record(
+            "e-1",
+            workflow_deadline=1030.5,
+            caller_deadline=1010.25,
+            triggered_by="sig-7",
+            labels={"team": "shop", "tier": "gold"},
+        )
+        assert await journal.create(original) is None
+        assert await journal.get("e-1") == original
+        assert await journal.get("e-unknown") is None
+
+    async def test_create_is_insert_if_absent(self, journal: Journal) -> None:
+        """A second create with a taken id changes nothing and returns the existing record."""
+        original = record("e-1")
+        assert await journal.create(original) is None
+        again = record("e-1", input={"order_id": "other"}, workflow="refund")
+        assert await journal.create(again) == original
+        assert await journal.get("e-1") == original
+
+    async def test_values_round_trip(self, journal: Journal) -> None:
+        """JSON-ready values come back equal: unicode, a lone surrogate, big integers, nesting."""
+        data = {
+            "text": "grüße 🚚 \ud800",
+            "big": 2**62 + 1,
+            "float": 0.1,
+            "nested": {"list": [1, None, True, {"k": []}]},
+        }
+        await journal.create(record("e-1", input=data))
+        journal.submit(
+            [
+                event("e-1", 1, "step_succeeded", output=data),
+                IntentEntry("e-1", "reserve", False, 1, 2001.0, [data, "x"]),
+                OutcomeEntry("e-1", "reserve", False, 1, 2002.0, response="plain"),
+            ]
+        )
+        await journal.flush()
+        fetched = await journal.get("e-1")
+        assert fetched is not None
+        assert fetched.input == data
+        assert (await journal.events("e-1"))[0].data == {"output": data}
+        attempt = (await journal.attempts("e-1"))[0]
+        assert (attempt.request, attempt.response) == ([data, "x"], "plain")
+
+    # -- submit, then, flush ---------------------------------------------------------------
+
+    async def test_one_synchronous_stretch_becomes_visible_at_once(self, journal: Journal) -> None:
+        """Entries submitted between two awaits are all visible or none: readers never see half."""
+        await journal.create(record("e-1"))
+        seen: list[int] = []
+        stopped = asyncio.Event()
+
+        async def observe() -> None:
+            while not stopped.is_set():
+                seen.append(len(await journal.events("e-1")))
+                await asyncio.sleep(0)
+
+        observer = asyncio.create_task(observe())
+        for stretch in range(8):
+            for k in range(3):  # three separate submits in one stretch
+                journal.submit([event("e-1", 3 * stretch + k + 1)])
+                # The stretch holds the loop but lets the writer thread run meanwhile.
+                time.sleep(0.002)  # noqa: ASYNC251
+            await asyncio.sleep(0.001)
+        await journal.flush()
+        stopped.set()
+        await asyncio.wait_for(observer, 5)
+        assert all(count % 3 == 0 for count in seen), seen
+        assert [e.sequence for e in await journal.events("e-1")] == list(range(1, 25))
+        fetched = await journal.get("e-1")
+        assert fetched is not None
+        assert fetched.last_sequence == 24
+
+    async def test_then_runs_in_submission_order_once_durable(self, journal: Journal) -> None:
+        """Each ``then`` runs in submission order, and what it acknowledges is already readable."""
+        await journal.create(record("e-1"))
+        order: list[int] = []
+        reads: list[asyncio.Task[list[EventEntry]]] = []
+
+        def acknowledge(sequence: int) -> Callable[[], None]:
+            def then() -> None:
+                order.append(sequence)
+                reads.append(asyncio.ensure_future(journal.events("e-1")))
+
+            return then
+
+        for sequence in range(1, 7):
+            journal.submit([event("e-1", sequence)], then=acknowledge(sequence))
+            if sequence % 2 == 0:
+                await asyncio.sleep(0)
+        journal.submit([], then=acknowledge(0))  # no entries: still after the ones before
+        await journal.flush()
+        assert order == [1, 2, 3, 4, 5, 6, 0]
+        visible = [len(events) for events in await asyncio.gather(*reads)]
+        least = [1, 2, 3, 4, 5, 6, 6]
+        assert all(count >= n for count, n in zip(visible, least, strict=True)), visible
+
+    async def test_flush_waits_for_everything_submitted(self, journal: Journal) -> None:
+        """After flush every submitted entry is readable, in order; an idle flush returns."""
+        await journal.flush()
+        await journal.create(record("e-1"))
+        for sequence in range(1, 201):
+            journal.submit([event("e-1", sequence, n=sequence)])
+        await asyncio.wait_for(journal.flush(), 5)
+        events = await journal.events("e-1")
+        assert [e.sequence for e in events] == list(range(1, 201))
+        assert events[199] == event("e-1", 200, n=200)
+
+    async def test_events_after(self, journal: Journal) -> None:
+        """``events(id, after)`` returns the events above ``after`` only, in order."""
+        await journal.create(record("e-1"))
+        journal.submit([event("e-1", n) for n in range(1, 6)])
+        await journal.flush()
+        assert [e.sequence for e in await journal.events("e-1", 3)] == [4, 5]
+        assert [e.sequence for e in await journal.events("e-1")] == [1, 2, 3, 4, 5]
+        assert await journal.events("e-1", 5) == []
+        assert await journal.events("e-unknown") == []
+
+    async def test_attempts_record_intent_then_outcome(self, journal: Journal) -> None:
+        """An intent reads back without outcome until its outcome is committed; order is kept."""
+        await journal.create(record("e-1"))
+        unavailable = {"step_id": "reserve", "code": "UNAVAILABLE", "message": "down"}
+        journal.submit([IntentEntry("e-1", "reserve", False, 1, 10.0, {"sku": "A"})])
+        await journal.flush()
+        (in_flight,) = await journal.attempts("e-1")
+        assert (in_flight.ended_at, in_flight.response, in_flight.error) == (None, None, None)
+        journal.submit(
+            [
+                OutcomeEntry("e-1", "reserve", False, 1, 11.0, error=unavailable),
+                IntentEntry("e-1", "reserve", False, 2, 12.0, {"sku": "A"}),
+                OutcomeEntry("e-1", "reserve", False, 2, 13.0, response={"id": "r-9"}),
+                IntentEntry("e-1", "reserve", True, 1, 14.0, {"id": "r-9"}),
+            ]
+        )
+        await journal.flush()
+        first, second, compensation = await journal.attempts("e-1")
+        assert (first.attempt, first.ended_at, first.error, first.response) == (
+            1,
+            11.0,
+            unavailable,
+            None,
+        )
+        assert (second.attempt, second.started_at, second.request) == (2, 12.0, {"sku": "A"})
+        assert (second.ended_at, second.response, second.error) == (13.0, {"id": "r-9"}, None)
+        assert (compensation.step, compensation.compensation, compensation.ended_at) == (
+            "reserve",
+            True,
+            None,
+        )
+        assert await journal.attempts("e-unknown") == []
+
+    async def test_state_entries(self, journal: Journal) -> None:
+        """COMPENSATING keeps the owner; a final state sets ended_at and result, clears the owner."""
+        await journal.create(record("e-1"))
+        assert ids(await journal.claim("gw-1", 60)) == ["e-1"]
+        journal.submit([StateEntry("e-1", COMPENSATING, 2500.0)])
+        await journal.flush()
+        compensating = await journal.get("e-1")
+        assert compensating is not None
+        assert (compensating.state, compensating.ended_at, compensating.result) == (
+            COMPENSATING,
+            None,
+            None,
+        )
+        assert compensating.owner == "gw-1"
+        result = {"status": "COMPENSATED", "error": {"step_id": "charge", "code": "ABORTED"}}
+        journal.submit([StateEntry("e-1", COMPENSATED, 2600.0, result)])
+        await journal.flush()
+        final = await journal.get("e-1")
+        assert final is not None
+        assert (final.state, final.ended_at, final.result) == (COMPENSATED, 2600.0, result)
+        assert (final.owner, final.lease_until) == ("", 0.0)
+        assert await journal.claim("gw-2", 60) == []
+
+    async def test_entries_of_an_unknown_execution_are_dropped(self, journal: Journal) -> None:
+        """Late entries for an execution that is not there (deleted) leave nothing behind."""
+        journal.submit(
+            [
+                event("ghost", 1),
+                IntentEntry("ghost", "reserve", False, 1, 1.0, {}),
+                OutcomeEntry("ghost", "reserve", False, 1, 2.0, response={}),
+                finish("ghost"),
+            ]
+        )
+        await journal.flush()
+        assert await journal.get("ghost") is None
+        assert await journal.events("ghost") == []
+        assert await journal.attempts("ghost") == []
+        await journal.create(record("ghost"))
+        assert await journal.events("ghost") == []
+
+    # -- listing ---------------------------------------------------------------------------
+
+    async def test_list_filters_newest_first(self, journal: Journal) -> None:
+        """``workflow`` AND any of ``states``; an empty filter lists all, newest first."""
+        for execution_id, workflow, started, state in [
+            ("a-run", "a", 1.0, RUNNING),
+            ("a-ok", "a", 2.0, SUCCEEDED),
+            ("a-bad", "a", 3.0, FAILED),
+            ("b-ok", "b", 4.0, SUCCEEDED),
+            ("b-run", "b", 5.0, RUNNING),
+        ]:
+            await journal.create(record(execution_id, workflow=workflow, started_at=started))
+            if state.finished:
+                journal.submit([finish(execution_id, state)])
+        await journal.flush()
+
+        async def listed(where: ExecutionFilter) -> list[str]:
+            page = await journal.list_executions(where, 50)
+            assert page.next_token == ""
+            return ids(page.executions)
+
+        assert await listed(ExecutionFilter()) == ["b-run", "b-ok", "a-bad", "a-ok", "a-run"]
+        assert await listed(ExecutionFilter(workflow="a")) == ["a-bad", "a-ok", "a-run"]
+        assert await listed(ExecutionFilter(states=frozenset({SUCCEEDED}))) == ["b-ok", "a-ok"]
+        both = ExecutionFilter(workflow="a", states=frozenset({SUCCEEDED, FAILED}))
+        assert await listed(both) == ["a-bad", "a-ok"]
+        assert await listed(ExecutionFilter(workflow="c")) == []
+        page = await journal.list_executions(ExecutionFilter(workflow="b"), 50)
+        assert page.executions[0] == await journal.get("b-run")
+
+    async def test_list_pages_without_duplicates_or_gaps(self, journal: Journal) -> None:
+        """Pages of any size cover the listing exactly once, start-time ties broken by id."""
+        numbers = list(range(23))
+        random.Random(5).shuffle(numbers)
+        for n in numbers:  # three executions share each start time
+            await journal.create(record(f"x{n:02}", workflow="ab"[n % 2], started_at=float(n // 3)))
+        expected = [f"x{n:02}" for n in sorted(range(23), key=lambda n: (n // 3, n), reverse=True)]
+
+        async def walk(where: ExecutionFilter, size: int) -> tuple[list[str], int]:
+            seen: list[str] = []
+            pages, token = 0, ""
+            while True:
+                page = await journal.list_executions(where, size, token)
+                pages += 1
+                assert len(page.executions) <= size
+                seen += ids(page.executions)
+                token = page.next_token
+                if not token:
+                    return seen, pages
+
+        for size in (1, 4, 7, 22, 23, 50):
+            seen, pages = await walk(ExecutionFilter(), size)
+            assert seen == expected
+            assert pages == max(1, -(-23 // size))
+        only_a = [i for i in expected if int(i[1:]) % 2 == 0]
+        assert (await walk(ExecutionFilter(workflow="a"), 3))[0] == only_a
+
+    async def test_later_executions_do_not_shift_the_pages(self, journal: Journal) -> None:
+        """A token continues after its execution: one started meanwhile does not repeat a row."""
+        for n in range(6):
+            await journal.create(record(f"x{n}", started_at=float(n)))
+        first = await journal.list_executions(ExecutionFilter(), 2)
+        assert ids(first.executions) == ["x5", "x4"]
+        await journal.create(record("newer", started_at=100.0))
+        rest = await journal.list_executions(ExecutionFilter(), 10, first.next_token)
+        assert ids(rest.executions) == ["x3", "x2", "x1", "x0"]
+
+    @pytest.mark.parametrize(
+        "token",
+        [
+            "garbage!",
+            "bm90LWEtdG9rZW4",  # "not-a-token"
+            base64.urlsafe_b64encode(b"m1:[1.5,2]").decode().rstrip("="),
+            base64.urlsafe_b64encode(b'm1:["1.5","x"]').decode().rstrip("="),
+            base64.urlsafe_b64encode(b'm2:[1.5,"x"]').decode().rstrip("="),
+            base64.urlsafe_b64encode(b'm1:[1.5,"x"; DROP TABLE executions').decode(),
+        ],
+    )
+    async def test_list_refuses_a_forged_token(self, journal: Journal, token: str) -> None:
+        """A page token this journal did not produce is BadPageToken."""
+        await journal.create(record("e-1"))
+        with pytest.raises(BadPageToken):
+            await journal.list_executions(ExecutionFilter(), 10, token)
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    async def test_wait_events_wakes_on_commit(self, journal: Journal) -> None:
+        """A waiter parked on ``after`` returns once a later event is committed."""
+        await journal.create(record("e-1"))
+        journal.submit([event("e-1", 1)])
+        await journal.flush()
+        parked = asyncio.create_task(journal.wait_events("e-1", 1, 30))
+        await asyncio.sleep(0.02)
+        assert not parked.done()
+        racing = asyncio.create_task(journal.wait_events("e-1", 1, 30))
+        journal.submit([event("e-1", 2)])  # in the same stretch as the waiter's start
+        await asyncio.wait_for(asyncio.gather(parked, racing), 5)
+        assert [e.sequence for e in await journal.events("e-1", 1)] == [2]
+
+    async def test_wait_events_times_out_or_returns_at_once(self, journal: Journal) -> None:
+        """No new event: it returns after ``timeout``; already above ``after``: at once."""
+        await journal.create(record("e-1"))
+        started = time.monotonic()
+        await asyncio.wait_for(journal.wait_events("e-1", 0, 0.05), 5)
+        assert time.monotonic() - started >= 0.04
+        journal.submit([event("e-1", 1)])
+        await journal.flush()
+        await asyncio.wait_for(journal.wait_events("e-1", 0, 30), 5)
+        await asyncio.wait_for(journal.wait_events("e-unknown", 0, 30), 5)
+
+    # -- leases and retention --------------------------------------------------------------
+
+    async def test_claim_and_renew(self, journal: Journal) -> None:
+        """Claim takes unfinished executions without a live lease; renew extends the owner's."""
+        for execution_id in ("a", "b", "done"):
+            await journal.create(record(execution_id))
+        journal.submit([finish("done")])
+        await journal.flush()
+        before = time.time()
+        claimed = await journal.claim("gw-1", 60)
+        assert sorted(ids(claimed)) == ["a", "b"]
+        assert all(r.owner == "gw-1" and r.lease_until >= before + 60 for r in claimed)
+        assert await journal.claim("gw-2", 60) == []
+        assert await journal.renew("gw-1", ["a", "b", "done", "ghost"], 120) == {"done", "ghost"}
+        renewed = await journal.get("a")
+        assert renewed is not None
+        assert renewed.owner == "gw-1"
+        assert renewed.lease_until >= before + 120
+        assert await journal.renew("gw-2", ["a"], 60) == {"a"}
+        await journal.create(record("c"))
+        assert ids(await journal.claim("gw-3", 0)) == ["c"]  # a lease that ends at once
+        (taken,) = await journal.claim("gw-4", 60)
+        assert (taken.execution_id, taken.owner) == ("c", "gw-4")
+        assert await journal.renew("gw-3", ["c"], 60) == {"c"}
+
+    async def test_delete_finished_removes_events_and_attempts(self, journal: Journal) -> None:
+        """Retention deletes executions that ended before the cutoff, with all they hold."""
+        for execution_id, ended in (("old", 150.0), ("newer", 250.0), ("running", None)):
+            await journal.create(record(execution_id))
+            journal.submit(
+                [
+                    event(execution_id, 1),
+                    IntentEntry(execution_id, "reserve", False, 1, 1.0, {"sku": "A"}),
+                    OutcomeEntry(execution_id, "reserve", False, 1, 2.0, response={"id": 1}),
+                ]
+            )
+            if ended is not None:
+                journal.submit([finish(execution_id, at=ended)])
+        await journal.flush()
+        assert await journal.delete_finished(200.0) == 1
+        assert await journal.get("old") is None
+        assert await journal.events("old") == []
+        assert await journal.attempts("old") == []
+        assert len(await journal.events("newer")) == 1
+        assert len(await journal.attempts("newer")) == 1
+        assert await journal.delete_finished(1e12) == 1
+        assert ids((await journal.list_executions(ExecutionFilter(), 10)).executions) == ["running"]
+        assert await journal.create(record("old")) is None  # the id is free again
+        assert await journal.events("old") == []
+        assert await journal.attempts("old") == []
