@@ -60,6 +60,31 @@ class GatewayStub:
                 request_serializer=maestro_dot_v1_dot_gateway__pb2.GetWorkflowRequest.SerializeToString,
                 response_deserializer=maestro_dot_v1_dot_gateway__pb2.Workflow.FromString,
                 _registered_method=True)
+        self.Start = channel.unary_unary(
+                '/maestro.v1.Gateway/Start',
+                request_serializer=maestro_dot_v1_dot_gateway__pb2.ExecuteRequest.SerializeToString,
+                response_deserializer=maestro_dot_v1_dot_gateway__pb2.Execution.FromString,
+                _registered_method=True)
+        self.GetExecution = channel.unary_unary(
+                '/maestro.v1.Gateway/GetExecution',
+                request_serializer=maestro_dot_v1_dot_gateway__pb2.GetExecutionRequest.SerializeToString,
+                response_deserializer=maestro_dot_v1_dot_gateway__pb2.Execution.FromString,
+                _registered_method=True)
+        self.ListExecutions = channel.unary_unary(
+                '/maestro.v1.Gateway/ListExecutions',
+                request_serializer=maestro_dot_v1_dot_gateway__pb2.ListExecutionsRequest.SerializeToString,
+                response_deserializer=maestro_dot_v1_dot_gateway__pb2.ListExecutionsResponse.FromString,
+                _registered_method=True)
+        self.WatchExecution = channel.unary_stream(
+                '/maestro.v1.Gateway/WatchExecution',
+                request_serializer=maestro_dot_v1_dot_gateway__pb2.WatchExecutionRequest.SerializeToString,
+                response_deserializer=maestro_dot_v1_dot_gateway__pb2.ExecutionEvent.FromString,
+                _registered_method=True)
+        self.CancelExecution = channel.unary_unary(
+                '/maestro.v1.Gateway/CancelExecution',
+                request_serializer=maestro_dot_v1_dot_gateway__pb2.CancelExecutionRequest.SerializeToString,
+                response_deserializer=maestro_dot_v1_dot_gateway__pb2.Execution.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer:
@@ -104,6 +129,46 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Start(self, request, context):
+        """Starts an execution and returns at once (status RUNNING), once its record is in the
+        journal: an acknowledged Start is never lost. It runs without a caller, bounded by its
+        workflow timeout. Same admission errors and execution id rules as `Execute`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetExecution(self, request, context):
+        """Returns one execution from the journal; NOT_FOUND when the id is unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListExecutions(self, request, context):
+        """Lists executions, newest first (by start time): `workflow` AND any of `statuses`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchExecution(self, request, context):
+        """Streams the events of an execution with a sequence above `after_sequence` from the journal,
+        then the live ones, up to and including `finished`; then ends OK whatever the status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelExecution(self, request, context):
+        """Cancels a running execution as a caller cancel would (calls in flight cancelled,
+        compensations run; the error is CANCELLED with the reason in its message).
+        FAILED_PRECONDITION when it has finished; NOT_FOUND when unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -131,6 +196,31 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.GetWorkflow,
                     request_deserializer=maestro_dot_v1_dot_gateway__pb2.GetWorkflowRequest.FromString,
                     response_serializer=maestro_dot_v1_dot_gateway__pb2.Workflow.SerializeToString,
+            ),
+            'Start': grpc.unary_unary_rpc_method_handler(
+                    servicer.Start,
+                    request_deserializer=maestro_dot_v1_dot_gateway__pb2.ExecuteRequest.FromString,
+                    response_serializer=maestro_dot_v1_dot_gateway__pb2.Execution.SerializeToString,
+            ),
+            'GetExecution': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExecution,
+                    request_deserializer=maestro_dot_v1_dot_gateway__pb2.GetExecutionRequest.FromString,
+                    response_serializer=maestro_dot_v1_dot_gateway__pb2.Execution.SerializeToString,
+            ),
+            'ListExecutions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListExecutions,
+                    request_deserializer=maestro_dot_v1_dot_gateway__pb2.ListExecutionsRequest.FromString,
+                    response_serializer=maestro_dot_v1_dot_gateway__pb2.ListExecutionsResponse.SerializeToString,
+            ),
+            'WatchExecution': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchExecution,
+                    request_deserializer=maestro_dot_v1_dot_gateway__pb2.WatchExecutionRequest.FromString,
+                    response_serializer=maestro_dot_v1_dot_gateway__pb2.ExecutionEvent.SerializeToString,
+            ),
+            'CancelExecution': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelExecution,
+                    request_deserializer=maestro_dot_v1_dot_gateway__pb2.CancelExecutionRequest.FromString,
+                    response_serializer=maestro_dot_v1_dot_gateway__pb2.Execution.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -269,6 +359,141 @@ class Gateway:
             '/maestro.v1.Gateway/GetWorkflow',
             maestro_dot_v1_dot_gateway__pb2.GetWorkflowRequest.SerializeToString,
             maestro_dot_v1_dot_gateway__pb2.Workflow.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Start(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maestro.v1.Gateway/Start',
+            maestro_dot_v1_dot_gateway__pb2.ExecuteRequest.SerializeToString,
+            maestro_dot_v1_dot_gateway__pb2.Execution.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maestro.v1.Gateway/GetExecution',
+            maestro_dot_v1_dot_gateway__pb2.GetExecutionRequest.SerializeToString,
+            maestro_dot_v1_dot_gateway__pb2.Execution.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListExecutions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maestro.v1.Gateway/ListExecutions',
+            maestro_dot_v1_dot_gateway__pb2.ListExecutionsRequest.SerializeToString,
+            maestro_dot_v1_dot_gateway__pb2.ListExecutionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/maestro.v1.Gateway/WatchExecution',
+            maestro_dot_v1_dot_gateway__pb2.WatchExecutionRequest.SerializeToString,
+            maestro_dot_v1_dot_gateway__pb2.ExecutionEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maestro.v1.Gateway/CancelExecution',
+            maestro_dot_v1_dot_gateway__pb2.CancelExecutionRequest.SerializeToString,
+            maestro_dot_v1_dot_gateway__pb2.Execution.FromString,
             options,
             channel_credentials,
             insecure,
