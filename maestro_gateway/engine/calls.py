@@ -13,9 +13,10 @@ import random
 from typing import Any
 
 from maestro_gateway.codes import Code
-from maestro_gateway.engine.context import Execution, StepState
+from maestro_gateway.engine.context import Execution, Resume, StepState
 from maestro_gateway.engine.events import ErrorInfo
 from maestro_gateway.errors import CallError, CircuitOpenError, EvaluationError, ExecutionError
+from maestro_gateway.journal.base import IntentEntry, OutcomeEntry
 from maestro_gateway.model.types import Call, HttpMethod
 from maestro_gateway.resilience.breaker import BreakerRegistry
 from maestro_gateway.resilience.clock import Clock
@@ -92,12 +93,16 @@ class CallRunner:
         deadline: Deadline | None,
         metadata: Metadata,
         compensation: bool = False,
+        resume: Resume | None = None,
     ) -> Any:
         """Call ``call`` with its retry policy and return the response value.
 
         Attempts are counted on ``state`` (``attempts``, or ``compensation_attempts``) and each
         one is announced with ``step_started``/``compensation_started``; each retry with
         ``step_retrying`` (compensation retries are silent between their started events).
+        With a journal, each attempt's intent (the rendered request) is durable before the call
+        is sent, and its outcome is submitted together with the event that reports it.
+        ``resume`` continues a call interrupted by a gateway restart.
 
         Raises:
             CallFailed: the call failed for good; the error names the step.
@@ -114,11 +119,35 @@ class CallRunner:
         except ValueError as exc:
             message = f"service '{service.name}' is unusable: {exc}"
             raise CallFailed(ErrorInfo(step_id, Code.FAILED_PRECONDITION, message)) from exc
+        journal = execution.journal
         policy = call.retry
         bpolicy = service.circuit_breaker
         breaker = self._breakers.get(service.endpoint, bpolicy) if bpolicy is not None else None
         attempt = 0
+        error: ExecutionError | None = None
+        wait = 0.0
+        if resume is not None:
+            attempt, error, wait = resume.attempt, resume.error, resume.wait
+            if error is not None and journal is not None:
+                journal.submit((self._outcome(execution, step_id, compensation, attempt, error),))
         while True:
+            if error is not None:
+                if not should_retry(policy, error, attempt):
+                    raise CallFailed(_info(step_id, error))
+                delay = retry_delay(policy, error, attempt, self._rng)
+                if deadline is not None and not deadline.allows(delay):
+                    if deadline.expired:
+                        raise CallFailed(
+                            ErrorInfo(step_id, Code.DEADLINE_EXCEEDED, _expired(compensation))
+                        )
+                    raise CallFailed(_info(step_id, error))
+                if not compensation:
+                    execution.emit_retrying(step_id, attempt, _info(step_id, error), delay)
+                await self._clock.sleep(delay)
+                error = None
+            elif wait > 0:
+                await self._clock.sleep(wait)
+                wait = 0.0
             attempt += 1
             if compensation:
                 state.compensation_attempts = attempt
@@ -127,6 +156,20 @@ class CallRunner:
             execution.emit_attempt(step_id, attempt, compensation)
             if deadline is not None and deadline.expired:
                 raise CallFailed(ErrorInfo(step_id, Code.DEADLINE_EXCEEDED, _expired(compensation)))
+            if journal is not None:
+                journal.submit(
+                    (
+                        IntentEntry(
+                            execution.execution_id,
+                            step_id,
+                            compensation,
+                            attempt,
+                            self._clock.wall(),
+                            request,
+                        ),
+                    )
+                )
+                await journal.flush()
             timeout = attempt_timeout(call.timeout, deadline)
             try:
                 if breaker is not None:
@@ -155,22 +198,44 @@ class CallRunner:
                 error = exc
                 if breaker is not None and not isinstance(exc, CircuitOpenError):
                     breaker.record_failure(exc.code, bpolicy)
+                if journal is not None:
+                    journal.submit(
+                        (self._outcome(execution, step_id, compensation, attempt, error),)
+                    )
             else:
                 if breaker is not None:
                     breaker.record_success()
-                return return_value
-            if not should_retry(policy, error, attempt):
-                raise CallFailed(_info(step_id, error))
-            delay = retry_delay(policy, error, attempt, self._rng)
-            if deadline is not None and not deadline.allows(delay):
-                if deadline.expired:
-                    raise CallFailed(
-                        ErrorInfo(step_id, Code.DEADLINE_EXCEEDED, _expired(compensation))
+                if journal is not None:
+                    journal.submit(
+                        (
+                            OutcomeEntry(
+                                execution.execution_id,
+                                step_id,
+                                compensation,
+                                attempt,
+                                self._clock.wall(),
+                                response=return_value,
+                            ),
+                        )
                     )
-                raise CallFailed(_info(step_id, error))
-            if not compensation:
-                execution.emit_retrying(step_id, attempt, _info(step_id, error), delay)
-            await self._clock.sleep(delay)
+                return return_value
+
+    def _outcome(
+        self,
+        execution: Execution,
+        step_id: str,
+        compensation: bool,
+        attempt: int,
+        error: ExecutionError,
+    ) -> OutcomeEntry:
+        return OutcomeEntry(
+            execution.execution_id,
+            step_id,
+            compensation,
+            attempt,
+            self._clock.wall(),
+            error=_info(step_id, error).as_value(),
+        )
 
 
 def _info(step_id: str, error: ExecutionError) -> ErrorInfo:

@@ -7,12 +7,15 @@ rollback starts. Parallel siblings cannot reference each other (a load-time rule
 dict between concurrent children is safe.
 
 Events are built only when someone listens: every ``emit_*`` method returns at once when the
-execution has no sink.
+execution has neither a sink nor a journal. With a journal every event is submitted to it and
+reaches the sink only once it is durable (DESIGN §10: committed before it is streamed).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from maestro_gateway.engine.events import (
@@ -23,6 +26,7 @@ from maestro_gateway.engine.events import (
     Event,
     EventSink,
     ExecutionFinished,
+    ExecutionRecovered,
     ExecutionResult,
     ExecutionStarted,
     StepFailed,
@@ -33,8 +37,28 @@ from maestro_gateway.engine.events import (
     StepStatus,
     StepSucceeded,
 )
+from maestro_gateway.engine.journaling import event_entry
+from maestro_gateway.errors import ExecutionError
+from maestro_gateway.journal.base import Journal
 from maestro_gateway.model.types import CallStep, Workflow
 from maestro_gateway.resilience.clock import Clock
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Where a call stood when the gateway stopped, so that a recovered execution continues it.
+
+    Attributes:
+        attempt: the number of the last attempt made.
+        error: how that attempt is counted: it failed with this error (an attempt in flight
+            counts as UNAVAILABLE), and the retry policy decides what comes next; None when
+            its failure was already handled and the call was waiting to retry.
+        wait: seconds still to wait before the next attempt (when ``error`` is None).
+    """
+
+    attempt: int
+    error: ExecutionError | None = None
+    wait: float = 0.0
 
 
 class StepState:
@@ -47,6 +71,7 @@ class StepState:
         "duration",
         "error",
         "output",
+        "resume",
         "started",
         "status",
         "step",
@@ -62,6 +87,8 @@ class StepState:
         self.compensation_error: ErrorInfo | None = None
         self.started = 0.0
         self.duration = 0.0
+        self.resume: Resume | None = None
+        """Set on recovery for the step's (or its compensation's) interrupted call."""
 
     def result(self) -> StepResult:
         """The immutable result of this step."""
@@ -85,6 +112,7 @@ class Execution:
         input: the execution input (already checked against the schema by the caller).
         clock: time for durations and event timestamps.
         sink: receives events synchronously, or None when nobody listens.
+        journal: records every event (and the calls' intents and outcomes), or None.
     """
 
     __slots__ = (
@@ -93,6 +121,8 @@ class Execution:
         "completed",
         "ctx",
         "execution_id",
+        "journal",
+        "listening",
         "sequence",
         "sink",
         "started_mono",
@@ -109,11 +139,14 @@ class Execution:
         input: Any,
         clock: Clock,
         sink: EventSink | None,
+        journal: Journal | None = None,
     ) -> None:
         self.workflow = workflow
         self.execution_id = execution_id
         self.clock = clock
         self.sink = sink
+        self.journal = journal
+        self.listening = sink is not None or journal is not None
         self.sequence = 0
         self.steps_ctx: dict[str, dict[str, Any]] = {}
         self.ctx: dict[str, Any] = {
@@ -134,7 +167,8 @@ class Execution:
 
     # -- state transitions -------------------------------------------------------------------
 
-    def _publish(self, state: StepState) -> None:
+    def publish(self, state: StepState) -> None:
+        """Refresh ``steps.<id>`` in the context from ``state``."""
         self.steps_ctx[state.step.id] = {
             "output": state.output,
             "status": state.status.value,
@@ -153,23 +187,29 @@ class Execution:
         state.output = output
         state.duration = self.clock.monotonic() - state.started
         self.ctx[state.step.output] = output
-        self._publish(state)
+        self.publish(state)
         if state.step.compensate is not None:
             self.completed.append(state)
-        if self.sink is not None:
+        if self.listening:
             self._emit_step_succeeded(state)
 
     def step_skipped(self, state: StepState, reason: str) -> None:
         """Record a skipped step: its output is null and only ``step_skipped`` is emitted."""
         state.status = StepStatus.SKIPPED
         self.ctx[state.step.output] = None
-        self._publish(state)
-        if self.sink is not None:
+        self.publish(state)
+        if self.listening:
             self.emit(
                 StepSkipped(
                     self.execution_id, self._next(), self.clock.wall(), state.step.id, reason
                 )
             )
+
+    def restore_skipped(self, state: StepState) -> None:
+        """Mark ``state`` skipped without emitting anything (recovery replays its event)."""
+        state.status = StepStatus.SKIPPED
+        self.ctx[state.step.output] = None
+        self.publish(state)
 
     def step_failed(
         self, state: StepState, error: ErrorInfo, status: StepStatus = StepStatus.FAILED
@@ -180,8 +220,8 @@ class Execution:
         state.duration = self.clock.monotonic() - state.started if state.started else 0.0
         if self.cause is None and status is StepStatus.FAILED:
             self.cause = error
-        self._publish(state)
-        if self.sink is not None:
+        self.publish(state)
+        if self.listening:
             self.emit(
                 StepFailed(
                     self.execution_id,
@@ -190,6 +230,7 @@ class Execution:
                     state.step.id,
                     state.attempts,
                     error,
+                    status,
                 )
             )
 
@@ -217,28 +258,40 @@ class Execution:
         return self.sequence
 
     def emit(self, event: Event) -> None:
-        """Hand ``event`` to the sink (callers check ``sink`` first to skip building events)."""
-        assert self.sink is not None
-        self.sink(event)
+        """Journal ``event`` and hand it to the sink once durable (callers check ``listening``)."""
+        sink = self.sink
+        journal = self.journal
+        if journal is None:
+            assert sink is not None
+            sink(event)
+        else:
+            journal.submit((event_entry(event),), None if sink is None else partial(sink, event))
 
     def emit_started(self, labels: Mapping[str, str]) -> None:
         """Emit ``ExecutionStarted``."""
-        if self.sink is not None:
+        if self.listening:
             self.emit(
                 ExecutionStarted(
                     self.execution_id, self._next(), self.clock.wall(), self.workflow.name, labels
                 )
             )
 
+    def emit_recovered(self, reason: str) -> None:
+        """Emit ``ExecutionRecovered``: the execution resumes from the journal."""
+        if self.listening:
+            self.emit(
+                ExecutionRecovered(self.execution_id, self._next(), self.clock.wall(), reason)
+            )
+
     def emit_attempt(self, step_id: str, attempt: int, compensation: bool) -> None:
         """Emit ``StepStarted`` or ``CompensationStarted`` for one attempt."""
-        if self.sink is not None:
+        if self.listening:
             kind = CompensationStarted if compensation else StepStarted
             self.emit(kind(self.execution_id, self._next(), self.clock.wall(), step_id, attempt))
 
     def emit_retrying(self, step_id: str, attempt: int, error: ErrorInfo, delay: float) -> None:
         """Emit ``StepRetrying``: attempt ``attempt`` failed with ``error``; next in ``delay`` s."""
-        if self.sink is not None:
+        if self.listening:
             self.emit(
                 StepRetrying(
                     self.execution_id,
@@ -266,7 +319,7 @@ class Execution:
 
     def emit_compensation_succeeded(self, state: StepState, duration: float) -> None:
         """Emit ``CompensationSucceeded``."""
-        if self.sink is not None:
+        if self.listening:
             self.emit(
                 CompensationSucceeded(
                     self.execution_id,
@@ -280,7 +333,7 @@ class Execution:
 
     def emit_compensation_failed(self, state: StepState, error: ErrorInfo) -> None:
         """Emit ``CompensationFailed``."""
-        if self.sink is not None:
+        if self.listening:
             self.emit(
                 CompensationFailed(
                     self.execution_id,
@@ -294,5 +347,5 @@ class Execution:
 
     def emit_finished(self, result: ExecutionResult) -> None:
         """Emit ``ExecutionFinished``, always the last event."""
-        if self.sink is not None:
+        if self.listening:
             self.emit(ExecutionFinished(self.execution_id, self._next(), self.clock.wall(), result))

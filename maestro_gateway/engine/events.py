@@ -125,6 +125,8 @@ class StepFailed:
     step_id: str
     attempt: int
     error: ErrorInfo
+    status: StepStatus = StepStatus.FAILED
+    """FAILED, or CANCELLED for a step interrupted by a failed sibling or a caller cancel."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +168,16 @@ class CompensationFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class ExecutionRecovered:
+    """The execution was resumed from the journal; ``reason`` says why and where."""
+
+    execution_id: str
+    sequence: int
+    time: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class ExecutionFinished:
     execution_id: str
     sequence: int
@@ -183,6 +195,7 @@ Event = (
     | CompensationStarted
     | CompensationSucceeded
     | CompensationFailed
+    | ExecutionRecovered
     | ExecutionFinished
 )
 

@@ -20,21 +20,25 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from maestro_gateway.codes import Code
 from maestro_gateway.engine.calls import CallFailed, CallRunner, evaluation_failure
 from maestro_gateway.engine.context import Execution
 from maestro_gateway.engine.events import (
     ErrorInfo,
+    Event,
     EventSink,
     ExecutionResult,
     ExecutionStatus,
     StepStatus,
 )
+from maestro_gateway.engine.journaling import final_state, result_data
+from maestro_gateway.engine.recovery import Phase, restore
 from maestro_gateway.engine.saga import compensate
 from maestro_gateway.errors import EvaluationError
+from maestro_gateway.journal.base import ExecutionRecord, ExecutionState, Journal, StateEntry
 from maestro_gateway.model.types import CallStep, ParallelStep, Workflow
 from maestro_gateway.resilience.breaker import BreakerRegistry
 from maestro_gateway.resilience.clock import Clock, SystemClock
@@ -43,6 +47,8 @@ from maestro_gateway.transports.base import Metadata, TransportFactory
 
 _DEADLINE_SLACK = 0.05
 """A cancel this close to the caller's deadline (seconds) is that deadline passing."""
+
+T = TypeVar("T")
 
 
 class _StepFailure(Exception):
@@ -57,6 +63,42 @@ class _DeadlinePassed(Exception):
     """
 
 
+class ExecutionExists(Exception):
+    """The execution id is already in the journal; ``record`` is what it holds."""
+
+    def __init__(self, record: ExecutionRecord) -> None:
+        super().__init__(f"execution '{record.execution_id}' already exists")
+        self.record = record
+
+
+def new_record(
+    workflow: Workflow,
+    input: Any,
+    execution_id: str,
+    *,
+    clock: Clock,
+    timeout: float | None = None,
+    metadata: Metadata = (),
+    labels: Mapping[str, str] | None = None,
+    triggered_by: str = "",
+) -> ExecutionRecord:
+    """The journal record of a new execution starting now; deadlines become wall-clock times."""
+    now = clock.wall()
+    return ExecutionRecord(
+        execution_id=execution_id,
+        workflow=workflow.name,
+        source=workflow.source,
+        path=workflow.path,
+        input=input,
+        labels=dict(labels or {}),
+        metadata=tuple(metadata),
+        started_at=now,
+        workflow_deadline=now + workflow.timeout if workflow.timeout is not None else None,
+        caller_deadline=now + timeout if timeout is not None else None,
+        triggered_by=triggered_by,
+    )
+
+
 class Engine:
     """Runs workflows; one engine serves every execution of a process.
 
@@ -65,6 +107,7 @@ class Engine:
         clock: time for deadlines, backoff, breakers and timestamps (the system clock if None).
         rng: randomness for backoff jitter.
         breakers: circuit breakers shared by every execution (a new registry if None).
+        journal: where executions are recorded (write-ahead, DESIGN §10), or None.
     """
 
     def __init__(
@@ -74,11 +117,15 @@ class Engine:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         breakers: BreakerRegistry | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.clock: Clock = clock or SystemClock()
         self.breakers = breakers if breakers is not None else BreakerRegistry(self.clock)
+        self.journal = journal
         self._transports = transports
         self._runner = CallRunner(transports, self.breakers, self.clock, rng or random.Random())
+        self._handing_over = False
+        self._cancel_reasons: dict[str, str] = {}
 
     def prepare(self, workflow: Workflow) -> None:
         """Build the transport of every service ``workflow`` calls, ahead of its first execution.
@@ -90,6 +137,19 @@ class Engine:
         for service in workflow.services.values():
             self._transports.transport_for(service)
 
+    def hand_over(self) -> None:
+        """From now on a cancel stops an execution where it is, for another start to resume.
+
+        The gateway calls this before cancelling what is still running at the end of a
+        shutdown with a durable journal: no compensation runs, nothing more is journaled, and
+        the execution stays unfinished (an attempt in flight has its intent and no outcome).
+        """
+        self._handing_over = True
+
+    def note_cancel(self, execution_id: str, reason: str) -> None:
+        """Give the reason of the cancel about to reach ``execution_id`` (in its CANCELLED error)."""
+        self._cancel_reasons[execution_id] = reason
+
     async def execute(
         self,
         workflow: Workflow,
@@ -100,6 +160,7 @@ class Engine:
         metadata: Metadata = (),
         labels: Mapping[str, str] | None = None,
         on_event: EventSink | None = None,
+        record: ExecutionRecord | None = None,
     ) -> ExecutionResult:
         """Run ``workflow`` on ``input`` and return its result.
 
@@ -115,64 +176,171 @@ class Engine:
             timeout: the caller's remaining deadline in seconds, or None.
             metadata: caller headers forwarded to every downstream call.
             labels: caller labels, reported in ``ExecutionStarted``.
-            on_event: receives every event synchronously, in order; must not block.
+            on_event: receives every event synchronously, in order; must not block. With a
+                journal, each event once it is durable.
+            record: the execution's record, already committed to the journal by the caller
+                (which then gives the id, deadlines, metadata and labels); when None and the
+                engine has a journal, the engine commits one first.
+
+        Raises:
+            ExecutionExists: the engine committed the record itself and the id was taken.
         """
         clock = self.clock
-        execution = Execution(workflow, execution_id or str(uuid.uuid4()), input, clock, on_event)
-        execution.emit_started(labels or {})
-        wf_deadline = (
-            Deadline.from_timeout(clock, workflow.timeout) if workflow.timeout is not None else None
+        journal = self.journal
+        if record is None:
+            record = new_record(
+                workflow,
+                input,
+                execution_id or str(uuid.uuid4()),
+                clock=clock,
+                timeout=timeout,
+                metadata=metadata,
+                labels=labels,
+            )
+            if journal is not None:
+                existing = await journal.create(record)
+                if existing is not None:
+                    raise ExecutionExists(existing)
+        execution = self._execution(workflow, record, on_event)
+        execution.emit_started(record.labels)
+        return await self._drive(execution, record, Phase.RUN)
+
+    async def resume(
+        self,
+        workflow: Workflow,
+        record: ExecutionRecord,
+        events: Sequence[Event],
+        *,
+        reason: str,
+        on_event: EventSink | None = None,
+    ) -> ExecutionResult:
+        """Continue an unfinished execution from its journaled ``events`` (DESIGN §10).
+
+        Steps that completed are not called again; an attempt that was in flight counts as
+        failed with UNAVAILABLE under the step's retry policy; an interrupted rollback
+        continues with a fresh compensation budget; a deadline that passed meanwhile ends the
+        execution with DEADLINE_EXCEEDED. Emits ``recovered`` first, then continues the sequence.
+
+        Args:
+            workflow: the definition the execution started with (loaded from ``record.source``).
+            record: its journal record.
+            events: its journaled events, in order.
+            reason: the text of the ``recovered`` event.
+            on_event: as for :meth:`execute`.
+        """
+        execution = self._execution(workflow, record, on_event)
+        restored = restore(execution, events, self.clock.wall())
+        if not events:
+            execution.emit_started(record.labels)  # stopped right after its record was committed
+        execution.emit_recovered(reason)
+        return await self._drive(execution, record, restored.phase)
+
+    def _execution(
+        self, workflow: Workflow, record: ExecutionRecord, on_event: EventSink | None
+    ) -> Execution:
+        clock = self.clock
+        execution = Execution(
+            workflow, record.execution_id, record.input, clock, on_event, self.journal
         )
-        caller_deadline = Deadline.from_timeout(clock, timeout) if timeout is not None else None
+        execution.started_wall = record.started_at
+        execution.started_mono = clock.monotonic() - (clock.wall() - record.started_at)
+        return execution
+
+    async def _drive(
+        self, execution: Execution, record: ExecutionRecord, phase: Phase
+    ) -> ExecutionResult:
+        """Run (or continue) ``execution`` to its end: steps, then rollback when needed."""
+        workflow = execution.workflow
+        clock = self.clock
+        metadata = record.metadata
+        wf_deadline = _wall_deadline(clock, record.workflow_deadline)
+        caller_deadline = _wall_deadline(clock, record.caller_deadline)
         deadline = Deadline.min(wf_deadline, caller_deadline)
+        caller_first = caller_deadline is not None and caller_deadline is deadline
+        deadline_message = (
+            "caller deadline exceeded"
+            if caller_first
+            else f"workflow timeout of {workflow.timeout or 0:g}s exceeded"
+        )
         output: Any = None
         cancelled = False
-        try:
-            if deadline is None:
-                await self._run_steps(execution, None, metadata)
-            else:
-                async with asyncio.timeout(deadline.remaining()):
-                    await self._run_steps(execution, deadline, metadata)
-            output = self._output(execution)
-        except _StepFailure:
-            task = asyncio.current_task()
-            # A TaskGroup whose child failed swallows a concurrent cancel of its parent.
-            cancelled = task is not None and task.cancelling() > 0
-        except (TimeoutError, _DeadlinePassed):
-            caller_first = caller_deadline is not None and caller_deadline is deadline
-            self._interrupt(
-                execution,
-                Code.DEADLINE_EXCEEDED,
-                "caller deadline exceeded"
-                if caller_first
-                else f"workflow timeout of {workflow.timeout:g}s exceeded",
-            )
-        except asyncio.CancelledError:
-            cancelled = True
-            if caller_deadline is not None and caller_deadline.remaining() <= _DEADLINE_SLACK:
-                # The RPC layer cancels us when the caller's deadline passes; its timer and ours
-                # are a few ms apart. Report the deadline, as the caller sees it.
-                self._interrupt(execution, Code.DEADLINE_EXCEEDED, "caller deadline exceeded")
-            else:
-                self._interrupt(execution, Code.CANCELLED, "execution cancelled by the caller")
+        if phase is Phase.RUN and deadline is not None and deadline.expired:
+            # It passed while the gateway was down: nothing more is called.
+            self._interrupt(execution, Code.DEADLINE_EXCEEDED, deadline_message)
+        elif phase is Phase.RUN:
+            try:
+                if deadline is None:
+                    await self._run_steps(execution, None, metadata)
+                else:
+                    async with asyncio.timeout(deadline.remaining()):
+                        await self._run_steps(execution, deadline, metadata)
+                output = self._output(execution)
+            except _StepFailure:
+                task = asyncio.current_task()
+                # A TaskGroup whose child failed swallows a concurrent cancel of its parent.
+                cancelled = task is not None and task.cancelling() > 0
+                if cancelled and self._handing_over:
+                    raise asyncio.CancelledError from None
+            except (TimeoutError, _DeadlinePassed):
+                self._interrupt(execution, Code.DEADLINE_EXCEEDED, deadline_message)
+            except asyncio.CancelledError:
+                if self._handing_over:
+                    raise
+                cancelled = True
+                if caller_deadline is not None and caller_deadline.remaining() <= _DEADLINE_SLACK:
+                    # The RPC layer cancels us when the caller's deadline passes; its timer and
+                    # ours are a few ms apart. Report the deadline, as the caller sees it.
+                    self._interrupt(execution, Code.DEADLINE_EXCEEDED, "caller deadline exceeded")
+                else:
+                    why = self._cancel_reasons.get(execution.execution_id)
+                    message = (
+                        f"execution cancelled: {why}"
+                        if why
+                        else "execution cancelled by the caller"
+                    )
+                    self._interrupt(execution, Code.CANCELLED, message)
+        else:
+            if execution.cause is None:
+                # The rollback had begun after the workflow output failed to evaluate.
+                self._output(execution)
+            self._cancel_running(execution)
         if execution.cause is None:
             result = execution.result(ExecutionStatus.SUCCEEDED, output)
-            execution.emit_finished(result)
+            await self._finish(execution, result)
             return result
         if execution.completed:
+            if self.journal is not None:
+                self.journal.submit(
+                    (StateEntry(execution.execution_id, ExecutionState.COMPENSATING, clock.wall()),)
+                )
             rollback = compensate(execution, self._runner, metadata)
             # Shielded even when not cancelled yet: after a caller deadline our timer fires first
             # and the RPC layer's cancel lands a few ms later, in the middle of the rollback.
-            ok = await _shielded(rollback)
+            ok = await self._shielded(rollback)
             status = ExecutionStatus.COMPENSATED if ok else ExecutionStatus.COMPENSATION_FAILED
         else:
             status = ExecutionStatus.FAILED
         result = execution.result(status, None)
-        execution.emit_finished(result)
+        await self._finish(execution, result)
         task = asyncio.current_task()
         if cancelled or (task is not None and task.cancelling() > 0):
             raise asyncio.CancelledError
         return result
+
+    async def _finish(self, execution: Execution, result: ExecutionResult) -> None:
+        """Emit ``finished`` and, with a journal, return once it and the result are durable."""
+        self._cancel_reasons.pop(execution.execution_id, None)
+        execution.emit_finished(result)
+        journal = self.journal
+        if journal is not None:
+            state = StateEntry(
+                execution.execution_id,
+                final_state(result.status),
+                self.clock.wall(),
+                result_data(result),
+            )
+            journal.submit((state,))
+            await self._shielded(journal.flush())
 
     async def _run_steps(
         self, execution: Execution, deadline: Deadline | None, md: Metadata
@@ -218,7 +386,13 @@ class Engine:
         self, execution: Execution, step: CallStep, deadline: Deadline | None, md: Metadata
     ) -> None:
         state = execution.states[step.id]
-        if step.when is not None:
+        status = state.status
+        if status is StepStatus.SUCCEEDED or status is StepStatus.SKIPPED:
+            return  # done before a restart
+        resume = state.resume
+        if resume is not None:
+            state.resume = None
+        elif step.when is not None:
             try:
                 go = step.when.evaluate(execution.ctx)
             except EvaluationError as exc:
@@ -227,10 +401,11 @@ class Engine:
             if not go:
                 execution.step_skipped(state, f"condition is false: {step.when.expression}")
                 return
-        execution.step_running(state)
+        if resume is None:
+            execution.step_running(state)
         try:
             output = await self._runner.run(
-                execution, state, step.call, deadline=deadline, metadata=md
+                execution, state, step.call, deadline=deadline, metadata=md, resume=resume
             )
         except CallFailed as failed:
             if failed.error.code is Code.DEADLINE_EXCEEDED and deadline and deadline.expired:
@@ -261,13 +436,35 @@ class Engine:
         for state in running:
             execution.step_failed(state, ErrorInfo(state.step.id, code, message), status)
 
+    async def _shielded(self, work: Awaitable[T]) -> T:
+        """Run ``work`` to completion even if the awaiting task is cancelled again.
 
-async def _shielded(rollback: Any) -> bool:
-    """Run the rollback to completion even if the awaiting task is cancelled again."""
-    task: asyncio.Task[bool] = asyncio.ensure_future(rollback)
-    while True:
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if task.done():
-                return task.result()
+        Except during a hand-over (:meth:`hand_over`): then ``work`` is cancelled too.
+        """
+        task: asyncio.Future[T] = asyncio.ensure_future(work)
+        while True:
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if self._handing_over:
+                    task.cancel()
+                    raise
+                if task.done():
+                    return task.result()
+
+    @staticmethod
+    def _cancel_running(execution: Execution) -> None:
+        """Before a resumed rollback: calls interrupted alongside the failure count as cancelled."""
+        failed = execution.cause
+        reason = f"cancelled: step '{failed.step_id}' failed" if failed else "cancelled"
+        for state in execution.running():
+            execution.step_failed(
+                state, ErrorInfo(state.step.id, Code.CANCELLED, reason), StepStatus.CANCELLED
+            )
+
+
+def _wall_deadline(clock: Clock, at: float | None) -> Deadline | None:
+    """The deadline at wall-clock time ``at`` on ``clock``'s monotonic scale."""
+    if at is None:
+        return None
+    return Deadline(clock.monotonic() + (at - clock.wall()), clock)

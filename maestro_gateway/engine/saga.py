@@ -6,6 +6,10 @@ step saw, its own output and ``error`` (the cause), with the compensation's own 
 ``compensation_timeout`` counted from the start of the rollback — a budget of its own, independent
 of the workflow and caller deadlines, which may already have passed. A failed compensation is
 recorded and the others still run.
+
+After a restart the rollback continues where it stopped (DESIGN §10): compensations already
+done are not run again, the one that was in flight counts its interrupted attempt as failed with
+UNAVAILABLE under its retry policy, and the budget starts afresh.
 """
 
 from __future__ import annotations
@@ -32,12 +36,24 @@ async def compensate(execution: Execution, runner: CallRunner, metadata: Metadat
     budget = Deadline.from_timeout(clock, execution.workflow.compensation_timeout)
     all_ok = True
     for state in reversed(execution.completed):
+        if state.status is StepStatus.COMPENSATED:
+            continue
+        if state.status is StepStatus.COMPENSATION_FAILED:
+            all_ok = False
+            continue
         call = state.step.compensate
         assert call is not None
         started = clock.monotonic()
+        resume, state.resume = state.resume, None
         try:
             await runner.run(
-                execution, state, call, deadline=budget, metadata=metadata, compensation=True
+                execution,
+                state,
+                call,
+                deadline=budget,
+                metadata=metadata,
+                compensation=True,
+                resume=resume,
             )
         except CallFailed as failed:
             all_ok = False
