@@ -19,8 +19,10 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,8 @@ class GatewayProcess:
     port: int
     workflows: int
     log: list[str] = field(default_factory=list)
+    scratch: str | None = None
+    """A temporary directory holding the journal, removed once the gateway has stopped."""
     _readers: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
 
     @property
@@ -72,6 +76,9 @@ class GatewayProcess:
         for reader in self._readers:
             reader.cancel()
         await asyncio.gather(*self._readers, return_exceptions=True)
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None
         return self.process.returncode if self.process.returncode is not None else -1
 
 
@@ -87,13 +94,21 @@ async def start_gateway(
     extra: Sequence[str] = (),
     *,
     ready_timeout: float = READY_TIMEOUT,
+    env: Mapping[str, str] | None = None,
 ) -> GatewayProcess:
     """Start ``maestro serve --workflows DIR --port N --host H`` and wait (bounded) until ready.
+
+    Unless ``extra`` names a ``--journal``, the gateway journals into a file of a temporary
+    directory of its own (removed by :meth:`GatewayProcess.stop`), never into the checkout.
 
     Raises:
         RuntimeError: The gateway exited or did not print its ready line within
             ``ready_timeout`` seconds (the message ends with its last log lines).
     """
+    scratch: str | None = None
+    if "--journal" not in extra:
+        scratch = tempfile.mkdtemp(prefix="maestro-journal-")
+        extra = [*extra, "--journal", os.path.join(scratch, "journal.db")]
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -107,7 +122,7 @@ async def start_gateway(
         host,
         *extra,
         cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -117,7 +132,7 @@ async def start_gateway(
     assert process.stdout is not None
     assert process.stderr is not None
     log: list[str] = []
-    gateway = GatewayProcess(process, host, port, 0, log)
+    gateway = GatewayProcess(process, host, port, 0, log, scratch=scratch)
     gateway._readers.append(asyncio.create_task(_collect(process.stderr, log)))
     try:
         async with asyncio.timeout(ready_timeout):

@@ -75,7 +75,7 @@ def details(stderr: str) -> list[dict[str, Any]]:
 
 
 async def test_list_and_describe_through_reflection(stack: Stack) -> None:
-    """grpcurl lists the gateway, health and reflection, the five RPCs, and describes Execute."""
+    """grpcurl lists the gateway, health and reflection, the ten RPCs, and describes Execute."""
     listed = await grpcurl(stack, "list")
     assert listed.code == 0, listed.stderr
     assert {
@@ -84,10 +84,19 @@ async def test_list_and_describe_through_reflection(stack: Stack) -> None:
         "grpc.reflection.v1alpha.ServerReflection",
     } <= set(listed.stdout.split())
     methods = await grpcurl(stack, "list", "maestro.v1.Gateway")
-    assert methods.stdout.split() == [
-        f"maestro.v1.Gateway.{name}"
-        for name in ("Execute", "GetWorkflow", "ListWorkflows", "Run", "ValidateWorkflow")
-    ]
+    rpcs = (
+        "CancelExecution",
+        "Execute",
+        "GetExecution",
+        "GetWorkflow",
+        "ListExecutions",
+        "ListWorkflows",
+        "Run",
+        "Start",
+        "ValidateWorkflow",
+        "WatchExecution",
+    )
+    assert methods.stdout.split() == [f"maestro.v1.Gateway.{name}" for name in rpcs]
     described = await grpcurl(stack, "describe", "maestro.v1.Gateway.Execute")
     assert described.code == 0, described.stderr
     assert "returns ( stream .maestro.v1.ExecutionEvent )" in described.stdout

@@ -25,7 +25,6 @@ from maestro.v1 import gateway_pb2 as pb
 from maestro.v1 import gateway_pb2_grpc
 
 from maestro_gateway.codes import Code
-from maestro_gateway.engine import Engine
 from maestro_gateway.errors import CallError
 from maestro_gateway.model.types import Service
 from maestro_gateway.server.app import GatewayServer, TLSFiles, create_gateway
@@ -140,7 +139,7 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
         (directory / "ping.yml").write_text(PING)
         fakes = FakeTransports({"Reserve": reserve, "Release": ok, "Charge": ok, "Ping": ok})
         server, problems = create_gateway(
-            directory, executor=Engine(fakes), max_concurrent=max_concurrent
+            directory, transports=fakes, max_concurrent=max_concurrent
         )
         assert problems == []
         await server.start()
@@ -530,7 +529,7 @@ async def test_tls_serves_only_tls_clients(tmp_path: Path, self_signed: tuple[Pa
     directory.mkdir()
     (directory / "ping.yaml").write_text(PING)
     server, _ = create_gateway(
-        directory, executor=Engine(FakeTransports()), tls=TLSFiles(str(cert), str(key))
+        directory, transports=FakeTransports(), tls=TLSFiles(str(cert), str(key))
     )
     await server.start()
     try:

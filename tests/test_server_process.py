@@ -142,6 +142,7 @@ async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            cwd=directory,  # the default journal file lands here, not in the checkout
         )
         stderr: list[str] = []
 
@@ -246,9 +247,15 @@ async def test_grpcurl_lists_describes_and_streams(
 async def test_sigterm_drains_then_cancels_compensates_and_exits_0(
     serve: Serve, inventory: tuple[Inventory, int]
 ) -> None:
-    """SIGTERM: health Watch flips to NOT_SERVING; after --grace the call is cancelled and undone."""
+    """--journal none, SIGTERM: health goes NOT_SERVING; after --grace the call is cancelled, undone."""
     downstream, port = inventory
-    gw = await serve({"order.yaml": WORKFLOW.format(name="order", port=port)}, "--grace", "1s")
+    gw = await serve(
+        {"order.yaml": WORKFLOW.format(name="order", port=port)},
+        "--grace",
+        "1s",
+        "--journal",
+        "none",
+    )
     health = health_pb2_grpc.HealthStub(gw.channel)
     watch = health.Watch(health_pb2.HealthCheckRequest(service="maestro.v1.Gateway"))
     first = await asyncio.wait_for(watch.read(), 10)

@@ -5,6 +5,12 @@ diagnostics and not served), then prints one ready line on stdout::
 
     maestro-gateway listening on 127.0.0.1:50051 (3 workflows)
 
+Executions are journaled (``--journal``, default ``maestro-journal.db`` in the working
+directory; ``none`` keeps them in memory): before the ready line, every unfinished execution of
+the journal is resumed. A journal that cannot be used (a directory, unwritable, corrupt, written
+by a newer version, held by another gateway) ends the command with status 1 and a message naming
+it, before anything listens.
+
 SIGTERM (or SIGINT) drains gracefully and exits 0; SIGHUP reloads the directory all or nothing.
 Logs go to stderr, one ``key=value`` line per event.
 """
@@ -23,6 +29,8 @@ from maestro_gateway.cli import USAGE_ERROR
 from maestro_gateway.model.durations import DurationError, parse_duration
 
 RUNTIME_ERROR = 1
+DEFAULT_JOURNAL = "maestro-journal.db"
+DEFAULT_RETENTION = 168 * 3600.0
 LOG_FORMAT = "time=%(asctime)s level=%(levelname)s %(message)s"
 
 
@@ -70,6 +78,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_duration,
         metavar="DURATION",
         help="on SIGTERM, time running executions get to finish (default 30s)",
+    )
+    parser.add_argument(
+        "--journal",
+        default=DEFAULT_JOURNAL,
+        metavar="URL",
+        help="where executions are recorded: a file path or sqlite:PATH (default "
+        f"{DEFAULT_JOURNAL}), or none (in memory: nothing survives the process)",
+    )
+    parser.add_argument(
+        "--journal-sync",
+        default="normal",
+        choices=["normal", "full"],
+        help="normal (default) survives a crash of the gateway; full fsyncs every commit and "
+        "survives a power loss",
+    )
+    parser.add_argument(
+        "--retention",
+        default=DEFAULT_RETENTION,
+        type=_duration,
+        metavar="DURATION",
+        help="how long finished executions are kept (default 168h); then they are deleted",
     )
     parser.add_argument(
         "--max-concurrent",
@@ -132,17 +161,27 @@ def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None
 
 
 async def _serve(args: argparse.Namespace) -> int:
+    from maestro_gateway.journal import JournalError, open_journal
     from maestro_gateway.server.app import TLSFiles, create_gateway
     from maestro_gateway.server.logfmt import logfmt
 
     log = logging.getLogger("maestro_gateway.server")
     tls = TLSFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
+    try:
+        journal = open_journal(args.journal, sync=args.journal_sync)
+        await journal.open()
+    except JournalError as exc:
+        print(f"maestro serve: --journal: {exc}", file=sys.stderr)
+        return RUNTIME_ERROR
+    log.info(logfmt("journal", journal=journal.description, sync=args.journal_sync))
     server, problems = create_gateway(
         args.workflows,
         host=args.host,
         port=args.port,
         max_concurrent=args.max_concurrent,
         tls=tls,
+        journal=journal,
+        retention=args.retention,
     )
     for problem in problems:
         log.error(logfmt("workflow_invalid", diagnostic=str(problem)))
@@ -166,6 +205,8 @@ async def _serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
 
+    if server.recovered:
+        log.info(logfmt("recovered", executions=server.recovered))
     print(
         f"maestro-gateway listening on {server.address} ({len(server.registry)} workflows)",
         flush=True,

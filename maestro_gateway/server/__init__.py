@@ -2,12 +2,13 @@
 
 from maestro_gateway.server.app import GatewayServer, TLSFiles, create_gateway
 from maestro_gateway.server.registry import WorkflowRegistry, load_directory, validate_source
-from maestro_gateway.server.service import Executor, GatewayService, forwarded_metadata
+from maestro_gateway.server.runs import Runs
+from maestro_gateway.server.service import GatewayService, forwarded_metadata
 
 __all__ = [
-    "Executor",
     "GatewayServer",
     "GatewayService",
+    "Runs",
     "TLSFiles",
     "WorkflowRegistry",
     "create_gateway",

@@ -1,15 +1,23 @@
 """Server assembly: the Gateway service, reflection, health, TLS and the shutdown sequence.
 
 :class:`GatewayServer` owns one ``grpc.aio`` server. Its lifecycle is ``start()`` then
-``shutdown(grace)``; ``reload()`` swaps the served workflows. Shutdown order (DESIGN §5):
-health goes NOT_SERVING at once, new executions are refused with UNAVAILABLE, running ones get
-``grace`` seconds, what is left is cancelled (the engine compensates it), then the server stops
-and the transports close.
+``shutdown(grace)``; ``reload()`` swaps the served workflows.
+
+Start-up order (DESIGN §10): health NOT_SERVING, every unfinished execution of the journal
+resumed, the port bound, then SERVING. While serving, health follows the journal (NOT_SERVING
+while it cannot be written) and finished executions past ``retention`` are deleted (at start and
+every minute). Shutdown order (DESIGN §5, §10): health goes NOT_SERVING at once, new executions
+are refused with UNAVAILABLE, running ones get ``grace`` seconds, what is left is handed over to
+the next start (durable journal) or cancelled and compensated (``--journal none``), then the
+server stops, the transports close and the journal is closed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +29,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from maestro.v1 import gateway_pb2, gateway_pb2_grpc
 
 from maestro_gateway.errors import Diagnostic
+from maestro_gateway.journal.base import Journal
 from maestro_gateway.server.logfmt import logfmt
 from maestro_gateway.server.reflection import enable_reflection
 from maestro_gateway.server.registry import WorkflowRegistry, validate_source
-from maestro_gateway.server.service import Executor, GatewayService
+from maestro_gateway.server.runs import Runs
+from maestro_gateway.server.service import GatewayService
+from maestro_gateway.transports.base import TransportFactory
 
 log = logging.getLogger("maestro_gateway.server")
 
@@ -35,6 +46,12 @@ STOP_GRACE = 2.0
 """Seconds the server gives RPCs still open once executions are done (health Watch streams)."""
 CANCEL_MARGIN = 5.0
 """Seconds added to the longest compensation budget when waiting for cancelled executions."""
+DEFAULT_RETENTION = 168 * 3600.0
+"""Seconds finished executions are kept (``--retention``, DESIGN §10)."""
+RETENTION_INTERVAL = 60.0
+"""Seconds between two deletions of expired executions."""
+HEALTH_INTERVAL = 0.5
+"""Seconds between two looks at whether the journal can be written."""
 
 SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (
     # Without this a second gateway on the same port starts silently and steals connections.
@@ -73,7 +90,8 @@ class GatewayServer:
         host: the address to bind; the default listens on loopback only.
         port: the port to bind; 0 picks a free one (see :attr:`port` after ``start``).
         tls: server TLS, or None for plaintext.
-        on_close: awaited last during shutdown (closes the transports).
+        on_close: awaited during shutdown, before the journal closes (closes the transports).
+        retention: seconds finished executions are kept in the journal.
     """
 
     def __init__(
@@ -84,15 +102,25 @@ class GatewayServer:
         port: int = 0,
         tls: TLSFiles | None = None,
         on_close: Callable[[], Awaitable[None]] | None = None,
+        retention: float = DEFAULT_RETENTION,
     ) -> None:
         self.service = service
         self.host = host
         self.port = port
+        self.retention = retention
         self._tls = tls
         self._on_close = on_close
         self._server = grpc.aio.server(options=SERVER_OPTIONS)
         self.health = health.aio.HealthServicer()
         self._stopped = False
+        self._chores: list[asyncio.Task[None]] = []
+        self.recovered = 0
+        """How many unfinished executions the start resumed."""
+
+    @property
+    def journal(self) -> Journal:
+        """The journal the gateway records executions in."""
+        return self.service.journal
 
     @property
     def registry(self) -> WorkflowRegistry:
@@ -113,7 +141,11 @@ class GatewayServer:
             RuntimeError: the address cannot be bound.
         """
         server = self._server
+        # The overall status starts SERVING in grpcio: not before recovery.
+        await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._delete_expired()
         self._prepare()
+        self.recovered = await self.service.runs.recover()
         gateway_pb2_grpc.add_GatewayServicer_to_server(self.service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         enable_reflection([SERVICE_NAME, HEALTH_SERVICE_NAME], server)
@@ -126,9 +158,50 @@ class GatewayServer:
             raise RuntimeError(f"cannot listen on {target}")
         self.port = port
         await server.start()
-        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_health(serving=True)
+        loop = asyncio.get_running_loop()
+        self._chores = [
+            loop.create_task(self._follow_journal()),
+            loop.create_task(self._retain()),
+        ]
         return port
+
+    async def _set_health(self, *, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        await self.health.set("", status)
+        await self.health.set(SERVICE_NAME, status)
+
+    async def _follow_journal(self) -> None:
+        """Health NOT_SERVING while the journal cannot be written, SERVING when it can again."""
+        journal = self.journal
+        writable = True
+        while True:
+            await asyncio.sleep(HEALTH_INTERVAL)
+            if journal.writable is not writable:
+                writable = journal.writable
+                if writable:
+                    log.info(logfmt("journal_writable", journal=journal.description))
+                else:
+                    log.error(logfmt("journal_unwritable", journal=journal.description))
+                await self._set_health(serving=writable)
+
+    async def _retain(self) -> None:
+        while True:
+            await asyncio.sleep(RETENTION_INTERVAL)
+            await self._delete_expired()
+
+    async def _delete_expired(self) -> None:
+        try:
+            deleted = await self.journal.delete_finished(time.time() - self.retention)
+        except Exception as exc:  # the journal logs the details; try again next time
+            log.warning(logfmt("retention_failed", error=type(exc).__name__))
+            return
+        if deleted:
+            log.info(logfmt("executions_deleted", count=deleted, retention_s=self.retention))
 
     async def reload(self) -> list[Diagnostic]:
         """Reload the workflow directory all or nothing; log and return the problems found."""
@@ -144,7 +217,7 @@ class GatewayServer:
 
     def _prepare(self) -> None:
         for workflow in self.registry.all():
-            self.service.executor.prepare(workflow)
+            self.service.engine.prepare(workflow)
 
     async def shutdown(self, grace: float) -> None:
         """Drain and stop: NOT_SERVING, refuse new work, wait ``grace`` s, cancel the rest."""
@@ -155,9 +228,15 @@ class GatewayServer:
         log.info(logfmt("draining", executions=self.service.in_flight, grace_s=grace))
         budget = self.registry.max_compensation_timeout() + CANCEL_MARGIN
         await self.service.drain(grace, budget)
+        for chore in self._chores:
+            chore.cancel()
+        for chore in self._chores:
+            with contextlib.suppress(asyncio.CancelledError):
+                await chore
         await self._server.stop(STOP_GRACE)
         if self._on_close is not None:
             await self._on_close()
+        await self.journal.close()
         log.info(logfmt("stopped"))
 
 
@@ -174,7 +253,10 @@ def create_gateway(
     port: int = 0,
     max_concurrent: int = 1000,
     tls: TLSFiles | None = None,
-    executor: Executor | None = None,
+    transports: TransportFactory | None = None,
+    journal: Journal | None = None,
+    retention: float = DEFAULT_RETENTION,
+    engine_options: dict[str, Any] | None = None,
 ) -> tuple[GatewayServer, Sequence[Diagnostic]]:
     """Build a gateway serving the workflows of ``directory`` with the real engine.
 
@@ -184,27 +266,39 @@ def create_gateway(
         port: the port to bind (0: any free port).
         max_concurrent: executions allowed in flight at once.
         tls: server TLS files, or None.
-        executor: the engine to use (default: ``Engine(Transports())``, closed on shutdown).
+        transports: the transports to call services with (default: the real ones, closed on
+            shutdown).
+        journal: an opened journal, closed on shutdown (default: a new in-memory one).
+        retention: seconds finished executions are kept.
+        engine_options: more keyword arguments of ``Engine`` (a clock, a random generator).
 
     Returns:
         The server (not started yet) and the problems of the files that were not loaded.
     """
+    from maestro_gateway.engine import Engine
+
     registry = WorkflowRegistry(directory)
     problems = registry.load()
     on_close: Callable[[], Awaitable[None]] | None = None
-    if executor is None:
-        from maestro_gateway.engine import Engine
+    if transports is None:
         from maestro_gateway.transports.factory import Transports
 
-        transports = Transports()
-        executor = Engine(transports)
-        on_close = transports.close
+        real = Transports()
+        transports = real
+        on_close = real.close
+    if journal is None:
+        from maestro_gateway.journal.memory import MemoryJournal
+
+        journal = MemoryJournal()
+    engine = Engine(transports, journal=journal, **(engine_options or {}))
     service = GatewayService(
         registry,
-        executor,
+        Runs(engine, journal),
         check_input=_check_input,
         validate_source=validate_source,
         max_concurrent=max_concurrent,
     )
-    server = GatewayServer(service, host=host, port=port, tls=tls, on_close=on_close)
+    server = GatewayServer(
+        service, host=host, port=port, tls=tls, on_close=on_close, retention=retention
+    )
     return server, problems

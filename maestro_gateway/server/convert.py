@@ -25,6 +25,7 @@ from maestro_gateway.engine.events import (
     ErrorInfo,
     Event,
     ExecutionFinished,
+    ExecutionRecovered,
     ExecutionResult,
     ExecutionStarted,
     ExecutionStatus,
@@ -36,6 +37,8 @@ from maestro_gateway.engine.events import (
     StepStatus,
     StepSucceeded,
 )
+from maestro_gateway.engine.journaling import result_from_data
+from maestro_gateway.journal.base import ExecutionRecord, ExecutionState
 
 MAX_SAFE_INTEGER = 2**53
 """Largest magnitude of an integer a double holds exactly."""
@@ -213,9 +216,42 @@ def event_to_proto(event: Event) -> pb.ExecutionEvent:
             out.compensation_failed.step_id = event.step_id
             out.compensation_failed.attempt = event.attempt
             out.compensation_failed.error.CopyFrom(error_to_proto(event.error))
+        case ExecutionRecovered():
+            out.recovered.reason = event.reason
         case ExecutionFinished():
             out.finished.result.CopyFrom(result_to_proto(event.result))
     return out
+
+
+_STATE = {s: pb.ExecutionStatus.Value(f"EXECUTION_STATUS_{s.value}") for s in ExecutionState}
+STATE_OF_STATUS = {number: state for state, number in _STATE.items()}
+"""``maestro.v1.ExecutionStatus`` number → journal state (UNSPECIFIED has none)."""
+
+
+def execution_to_proto(record: ExecutionRecord) -> pb.Execution:
+    """Return a journal record as ``maestro.v1.Execution``."""
+    out = pb.Execution(
+        execution_id=record.execution_id,
+        workflow=record.workflow,
+        status=_STATE[record.state],
+        labels=dict(record.labels),
+        start_time=timestamp(record.started_at),
+        last_sequence=record.last_sequence,
+        triggered_by=record.triggered_by,
+    )
+    if isinstance(record.input, Mapping):
+        fill_value_struct(out.input, record.input)
+    if record.ended_at is not None:
+        out.end_time.CopyFrom(timestamp(record.ended_at))
+    if record.result is not None:
+        out.result.CopyFrom(result_to_proto(result_from_data(record.result)))
+    return out
+
+
+def fill_value_struct(target: struct_pb2.Struct, value: Mapping[str, Any]) -> None:
+    """Write the plain mapping ``value`` into the ``google.protobuf.Struct`` ``target``."""
+    for key, item in value.items():
+        fill_value(target.fields[str(key)], item)
 
 
 def _rfc3339(value: datetime.datetime) -> str:

@@ -1,13 +1,17 @@
 """The ``maestro.v1.Gateway`` servicer: admits executions, runs them, streams their events.
 
-Every execution runs in its own task, owned by the servicer rather than by the RPC: when a caller
-cancels, the RPC handler is cancelled and cancels the task, but the task keeps running until the
-engine has finished compensating. The same set of tasks is what a graceful shutdown waits for.
+Executions run in tasks owned by :class:`~maestro_gateway.server.runs.Runs`, not by the RPCs
+that start them (a caller cancel cancels the task, which still compensates; ``Start`` and
+recovered executions have no RPC at all).
 
 Admission, before anything runs (and before any event is sent): the gateway is not draining
-(else UNAVAILABLE), fewer than ``max_concurrent`` executions are in flight (else
-RESOURCE_EXHAUSTED), the workflow exists (else NOT_FOUND), the input passes the workflow's schema
-(else INVALID_ARGUMENT naming the field).
+(else UNAVAILABLE), the journal can be written (else UNAVAILABLE), fewer than
+``max_concurrent`` executions are in flight (else RESOURCE_EXHAUSTED), the workflow exists (else
+NOT_FOUND), the execution id is well formed and the input passes the workflow's schema (else
+INVALID_ARGUMENT naming the field). Then the execution's record is committed to the journal; an
+id already there for the same workflow and input *attaches* the call to that execution (a
+watcher: its cancel or deadline does not cancel the execution), with another workflow or input
+it is ALREADY_EXISTS (DESIGN §10).
 """
 
 from __future__ import annotations
@@ -15,59 +19,60 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 import grpc
 from maestro.v1 import gateway_pb2 as pb
 from maestro.v1 import gateway_pb2_grpc
 
 from maestro_gateway.codes import Code
+from maestro_gateway.engine import Engine
 from maestro_gateway.engine.events import (
-    Event,
     EventSink,
     ExecutionFinished,
     ExecutionResult,
     ExecutionStatus,
 )
+from maestro_gateway.engine.executor import new_record
+from maestro_gateway.engine.journaling import event_from_entry, result_from_data
 from maestro_gateway.errors import Diagnostic, ExecutionError
+from maestro_gateway.journal.base import (
+    BadPageToken,
+    ExecutionFilter,
+    ExecutionRecord,
+    Journal,
+)
 from maestro_gateway.model.types import Workflow
 from maestro_gateway.server import status as rpc
-from maestro_gateway.server.convert import event_to_proto, from_struct, result_to_proto
+from maestro_gateway.server.convert import (
+    STATE_OF_STATUS,
+    event_to_proto,
+    execution_to_proto,
+    from_struct,
+    result_to_proto,
+)
 from maestro_gateway.server.logfmt import logfmt
 from maestro_gateway.server.registry import WorkflowRegistry
+from maestro_gateway.server.runs import Runs
 
 log = logging.getLogger("maestro_gateway.server")
 
 FORWARDED_HEADERS = frozenset({"traceparent", "tracestate", "baggage", "x-request-id", "b3"})
 FORWARDED_PREFIXES = ("x-b3-",)
 MAX_EXECUTION_ID = 128
-_EXECUTION_ID = re.compile(r"[A-Za-z0-9._:-]+")
+"""Longest caller-chosen execution id (ids derived by the gateway may be longer)."""
+MAX_LOOKUP_ID = 1024
+"""Longest execution id accepted by the lookup RPCs."""
+_EXECUTION_ID = re.compile(r"[A-Za-z0-9._:\[\]-]+")
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+WATCH_POLL = 1.0
+"""Seconds a watcher waits for the next event before it looks at the journal again."""
+CANCEL_SETTLE = 1.0
+"""Seconds ``CancelExecution`` waits for the execution to react before answering."""
 _DONE = object()
-
-
-class Executor(Protocol):
-    """What the servicer needs of ``maestro_gateway.engine.Engine``."""
-
-    async def execute(
-        self,
-        workflow: Workflow,
-        input: Any,
-        *,
-        execution_id: str | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109  (the engine's contract: a budget, not a wait)
-        metadata: Sequence[tuple[str, str]] = (),
-        labels: Mapping[str, str] | None = None,
-        on_event: EventSink | None = None,
-    ) -> ExecutionResult:
-        """Run ``workflow`` on ``input``; see ``Engine.execute``."""
-        ...
-
-    def prepare(self, workflow: Workflow) -> None:
-        """Make ready what executing ``workflow`` needs; see ``Engine.prepare``."""
-        ...
 
 
 InputChecker = Callable[[Workflow, Any], None]
@@ -94,7 +99,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
 
     Args:
         registry: the workflows served.
-        executor: runs executions (a ``maestro_gateway.engine.Engine``).
+        runs: the executions of this process (its engine and journal).
         check_input: validates an input against a workflow's schema.
         validate_source: checks a workflow definition given as text.
         max_concurrent: executions allowed in flight at once (compensating ones included).
@@ -103,7 +108,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
     def __init__(
         self,
         registry: WorkflowRegistry,
-        executor: Executor,
+        runs: Runs,
         *,
         check_input: InputChecker,
         validate_source: SourceValidator,
@@ -112,22 +117,27 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
         self.registry = registry
-        self._executor = executor
+        self.runs = runs
         self._check_input = check_input
         self._validate_source = validate_source
         self.max_concurrent = max_concurrent
-        self._tasks: set[asyncio.Task[ExecutionResult]] = set()
         self._draining = False
+        self._closed = False
 
     @property
-    def executor(self) -> Executor:
+    def engine(self) -> Engine:
         """What runs the executions."""
-        return self._executor
+        return self.runs.engine
+
+    @property
+    def journal(self) -> Journal:
+        """Where the executions are recorded."""
+        return self.runs.journal
 
     @property
     def in_flight(self) -> int:
         """Executions running now (including ones whose caller has gone and that compensate)."""
-        return len(self._tasks)
+        return len(self.runs)
 
     @property
     def draining(self) -> bool:
@@ -135,27 +145,32 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         return self._draining
 
     async def drain(self, grace: float, cancel_budget: float) -> None:
-        """Refuse new executions, let running ones finish, then cancel what is left.
+        """Refuse new executions, let running ones finish, then hand over or cancel the rest.
 
         Args:
             grace: seconds running executions get to finish on their own.
-            cancel_budget: seconds to wait, after cancelling the rest, for their compensations.
+            cancel_budget: seconds to wait, after cancelling the rest, for their compensations
+                (with a journal that does not survive the process).
         """
         self._draining = True
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
-            if pending:
-                log.warning(logfmt("drain_cancel", executions=len(pending), grace_s=grace))
-                for task in pending:
-                    task.cancel()
-                await asyncio.wait(pending, timeout=cancel_budget)
+        await self.runs.drain(grace, cancel_budget)
+        self._closed = True  # watchers still open end now
+
+    # -- running -----------------------------------------------------------------------------
 
     async def Execute(self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext) -> None:
         """Run a workflow, streaming one message per event, ``finished`` last."""
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        task = await self._admit(request, context, queue.put_nowait)
+        record, task = await self._admit(request, context, queue.put_nowait)
+        if task is None:
+            finished = await self._follow(record.execution_id, 0, context)
+            if finished is None:
+                await self._abort_continues(record.execution_id, context)
+            if finished.result.status is not ExecutionStatus.SUCCEEDED:
+                await rpc.abort(context, rpc.result_status(finished.result))
+            return
         task.add_done_callback(lambda _: queue.put_nowait(_DONE))
-        finished: ExecutionFinished | None = None
+        finished = None
         try:
             while True:
                 item = await queue.get()
@@ -168,7 +183,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
             task.cancel()
             raise
         if finished is None:
-            await self._abort_broken(task, context)
+            await self._abort_broken(record.execution_id, task, context)
         elif finished.result.status is not ExecutionStatus.SUCCEEDED:
             await rpc.abort(context, rpc.result_status(finished.result))
 
@@ -176,18 +191,109 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext
     ) -> pb.ExecutionResult:
         """Run a workflow and return its result, or fail with the execution's error."""
-        task = await self._admit(request, context, None)
-        try:
-            await asyncio.wait({task})
-        except asyncio.CancelledError:
-            task.cancel()
-            raise
-        if task.cancelled() or task.exception() is not None:
-            await self._abort_broken(task, context)
-        result = task.result()
+        record, task = await self._admit(request, context, None)
+        if task is None:
+            result = await self._result_of(record.execution_id)
+            if result is None:
+                await self._abort_continues(record.execution_id, context)
+        else:
+            try:
+                await asyncio.wait({task})
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
+            if task.cancelled() or task.exception() is not None:
+                await self._abort_broken(record.execution_id, task, context)
+            result = task.result()
         if result.status is not ExecutionStatus.SUCCEEDED:
             await rpc.abort(context, rpc.result_status(result))
         return result_to_proto(result)
+
+    async def Start(
+        self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Execution:
+        """Start a workflow and return at once, once its record is durable."""
+        record, _ = await self._admit(request, context, None, detached=True)
+        current = await self.journal.get(record.execution_id)
+        return execution_to_proto(current or record)
+
+    # -- looking at executions ---------------------------------------------------------------
+
+    async def GetExecution(
+        self, request: pb.GetExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Execution:
+        """One execution from the journal."""
+        record = await self._lookup(request.execution_id, context)
+        return execution_to_proto(record)
+
+    async def ListExecutions(
+        self, request: pb.ListExecutionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListExecutionsResponse:
+        """Executions newest first, filtered by workflow AND any of the statuses, paged."""
+        states = []
+        for number in request.statuses:
+            state = STATE_OF_STATUS.get(number)
+            if state is None:
+                await _invalid(
+                    context, "statuses", f"statuses: {number} is not an execution status"
+                )
+            states.append(state)
+        size = request.page_size or DEFAULT_PAGE_SIZE
+        where = ExecutionFilter(request.workflow, frozenset(states))
+        try:
+            page = await self.journal.list_executions(
+                where, min(size, MAX_PAGE_SIZE), request.page_token
+            )
+        except BadPageToken as exc:
+            await _invalid(context, "page_token", str(exc))
+        return pb.ListExecutionsResponse(
+            executions=[execution_to_proto(r) for r in page.executions],
+            next_page_token=page.next_token,
+        )
+
+    async def WatchExecution(
+        self, request: pb.WatchExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        """The journaled events above ``after_sequence``, then the live ones, up to ``finished``."""
+        record = await self._lookup(request.execution_id, context)
+        finished = await self._follow(record.execution_id, request.after_sequence, context)
+        if finished is None:
+            await self._abort_continues(record.execution_id, context)
+
+    async def CancelExecution(
+        self, request: pb.CancelExecutionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Execution:
+        """Cancel a running execution (it compensates); answer with its state."""
+        record = await self._lookup(request.execution_id, context)
+        execution_id = record.execution_id
+        if record.state.finished:
+            await rpc.abort(
+                context,
+                rpc.rich_status(
+                    Code.FAILED_PRECONDITION,
+                    f"execution '{execution_id}' has finished ({record.state.value})",
+                    rpc.REASON_FINISHED,
+                    {"execution_id": execution_id, "status": record.state.value},
+                ),
+            )
+        if not await self.runs.cancel(execution_id, request.reason):
+            await rpc.abort(
+                context,
+                rpc.rich_status(
+                    Code.FAILED_PRECONDITION,
+                    f"execution '{execution_id}' is not running on this gateway (its definition "
+                    "could not be loaded at recovery; see the gateway's log)",
+                    rpc.REASON_NOT_RUNNING_HERE,
+                    {"execution_id": execution_id},
+                ),
+            )
+        task = self.runs.task(execution_id)
+        if task is not None:
+            await asyncio.wait({task}, timeout=CANCEL_SETTLE)
+        current = await self.journal.get(execution_id)
+        return execution_to_proto(current or record)
+
+    # -- workflows ---------------------------------------------------------------------------
 
     async def ValidateWorkflow(
         self, request: pb.ValidateWorkflowRequest, context: grpc.aio.ServicerContext
@@ -228,13 +334,21 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
             graph=self.registry.graph(workflow),
         )
 
+    # -- helpers -----------------------------------------------------------------------------
+
     async def _admit(
         self,
         request: pb.ExecuteRequest,
         context: grpc.aio.ServicerContext,
         on_event: EventSink | None,
-    ) -> asyncio.Task[ExecutionResult]:
-        """Check the request and start its execution; abort the RPC when it is refused."""
+        *,
+        detached: bool = False,
+    ) -> tuple[ExecutionRecord, asyncio.Task[ExecutionResult] | None]:
+        """Check the request, then start its execution or find the one it attaches to.
+
+        Returns the execution's record and its task, or None for the task when the call
+        attaches to an execution that already exists. Aborts the RPC when it is refused.
+        """
         name = request.workflow
         if self._draining:
             await rpc.abort(
@@ -245,7 +359,18 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
                     rpc.REASON_SHUTTING_DOWN,
                 ),
             )
-        if len(self._tasks) >= self.max_concurrent:
+        journal = self.journal
+        if not journal.writable:
+            log.warning(logfmt("execution_refused", workflow=name, reason="journal_unavailable"))
+            await rpc.abort(
+                context,
+                rpc.rich_status(
+                    Code.UNAVAILABLE,
+                    f"the journal ({journal.description}) cannot be written; retry later",
+                    rpc.REASON_JOURNAL_UNAVAILABLE,
+                ),
+            )
+        if len(self.runs) >= self.max_concurrent:
             log.warning(logfmt("execution_refused", workflow=name, reason="overloaded"))
             await rpc.abort(
                 context,
@@ -267,7 +392,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
                 context,
                 rpc.rich_status(
                     Code.INVALID_ARGUMENT,
-                    f"execution_id must be at most {MAX_EXECUTION_ID} letters, digits or ._:-",
+                    f"execution_id must be at most {MAX_EXECUTION_ID} letters, digits or ._:-[]",
                     rpc.REASON_INVALID_INPUT,
                     {"workflow": name, "field": "execution_id"},
                 ),
@@ -282,79 +407,107 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
                     exc.code, exc.message, rpc.REASON_INVALID_INPUT, {"workflow": name}
                 ),
             )
-        task = asyncio.get_running_loop().create_task(
-            self._execute(
-                workflow,
-                value,
-                execution_id=execution_id or str(uuid.uuid4()),
-                budget=context.time_remaining(),
-                metadata=forwarded_metadata(context.invocation_metadata()),
-                labels=dict(request.labels),
-                on_event=on_event,
-            )
+        record = new_record(
+            workflow,
+            value,
+            execution_id or str(uuid.uuid4()),
+            clock=self.engine.clock,
+            timeout=None if detached else context.time_remaining(),
+            metadata=forwarded_metadata(context.invocation_metadata()),
+            labels=dict(request.labels),
         )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        existing = await journal.create(record)
+        if existing is None:
+            return record, self.runs.start(workflow, record, on_event)
+        if not existing.same_request(name, value):
+            await rpc.abort(
+                context,
+                rpc.rich_status(
+                    Code.ALREADY_EXISTS,
+                    f"execution '{record.execution_id}' already exists with another workflow or "
+                    "input; choose another execution_id",
+                    rpc.REASON_ALREADY_EXISTS,
+                    {"execution_id": record.execution_id, "workflow": existing.workflow},
+                ),
+            )
+        return existing, None
 
-    async def _execute(
-        self,
-        workflow: Workflow,
-        value: Any,
-        *,
-        execution_id: str,
-        budget: float | None,
-        metadata: tuple[tuple[str, str], ...],
-        labels: dict[str, str],
-        on_event: EventSink | None,
-    ) -> ExecutionResult:
-        started = time.monotonic()
-        finished: list[ExecutionResult] = []
-        sink = on_event
-        if on_event is not None:
-            forward = on_event
+    async def _lookup(
+        self, execution_id: str, context: grpc.aio.ServicerContext
+    ) -> ExecutionRecord:
+        """The record of ``execution_id``, or abort with INVALID_ARGUMENT or NOT_FOUND."""
+        if not execution_id:
+            await _invalid(context, "execution_id", "execution_id is required")
+        if len(execution_id) > MAX_LOOKUP_ID or not _EXECUTION_ID.fullmatch(execution_id):
+            await _invalid(
+                context, "execution_id", "execution_id may only hold letters, digits or ._:-[]"
+            )
+        record = await self.journal.get(execution_id)
+        if record is None:
+            await rpc.abort(
+                context,
+                rpc.rich_status(
+                    Code.NOT_FOUND,
+                    f"no execution '{execution_id}' (unknown, or past its retention)",
+                    rpc.REASON_EXECUTION_NOT_FOUND,
+                    {"execution_id": execution_id},
+                ),
+            )
+        return record
 
-            def sink(event: Event) -> None:
+    async def _follow(
+        self, execution_id: str, after: int, context: grpc.aio.ServicerContext
+    ) -> ExecutionFinished | None:
+        """Stream the journaled events above ``after``, then live ones, until ``finished``.
+
+        Returns the ``finished`` event, or None when the gateway shut down first.
+        """
+        journal = self.journal
+        while not self._closed:
+            for entry in await journal.events(execution_id, after):
+                event = event_from_entry(entry)
+                await context.write(event_to_proto(event))
+                after = entry.sequence
                 if isinstance(event, ExecutionFinished):
-                    finished.append(event.result)
-                forward(event)
+                    return event
+            await journal.wait_events(execution_id, after, WATCH_POLL)
+        return None
 
-        try:
-            result = await self._executor.execute(
-                workflow,
-                value,
-                execution_id=execution_id,
-                timeout=budget,
-                metadata=metadata,
-                labels=labels,
-                on_event=sink,
-            )
-        except asyncio.CancelledError:
-            # With events the engine reported the cancelled run's outcome; without, it is unknown.
-            if finished:
-                _log_result(finished[0])
-                raise
-            log.info(
-                logfmt(
-                    "execution",
-                    id=execution_id,
-                    workflow=workflow.name,
-                    status="CANCELLED",
-                    duration_ms=_ms(time.monotonic() - started),
-                )
-            )
-            raise
-        except Exception:
-            log.exception(logfmt("execution_crashed", id=execution_id, workflow=workflow.name))
-            raise
-        _log_result(result)
-        return result
+    async def _result_of(self, execution_id: str) -> ExecutionResult | None:
+        """Wait for the result of an execution; None when the gateway shut down first."""
+        journal = self.journal
+        while not self._closed:
+            record = await journal.get(execution_id)
+            if record is None:
+                return None
+            if record.result is not None:
+                return result_from_data(record.result)
+            await journal.wait_events(execution_id, record.last_sequence, WATCH_POLL)
+        return None
+
+    async def _abort_continues(
+        self, execution_id: str, context: grpc.aio.ServicerContext
+    ) -> NoReturn:
+        await rpc.abort(
+            context,
+            rpc.rich_status(
+                Code.UNAVAILABLE,
+                f"gateway shutting down; execution {execution_id} continues",
+                rpc.REASON_HANDED_OVER,
+                {"execution_id": execution_id},
+            ),
+        )
 
     async def _abort_broken(
-        self, task: asyncio.Task[ExecutionResult], context: grpc.aio.ServicerContext
-    ) -> None:
-        """End the RPC of an execution that produced no result (cancelled by a shutdown, or a bug)."""
+        self,
+        execution_id: str,
+        task: asyncio.Task[ExecutionResult],
+        context: grpc.aio.ServicerContext,
+    ) -> NoReturn:
+        """End the RPC of an execution that produced no result (a shutdown, or a bug)."""
         if task.cancelled():
+            if execution_id in self.runs.handed_over:
+                await self._abort_continues(execution_id, context)
             await rpc.abort(
                 context,
                 rpc.rich_status(
@@ -363,8 +516,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
                     rpc.REASON_SHUTTING_DOWN,
                 ),
             )
-        # Retrieve the exception (already logged with its traceback by _execute) so that asyncio
-        # does not log it a second time as "never retrieved".
+        # Retrieve the exception (already logged with its traceback) so that asyncio does not
+        # log it a second time as "never retrieved".
         task.exception()
         await rpc.abort(
             context,
@@ -372,48 +525,16 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         )
 
 
+async def _invalid(context: grpc.aio.ServicerContext, field: str, message: str) -> NoReturn:
+    await rpc.abort(
+        context,
+        rpc.rich_status(
+            Code.INVALID_ARGUMENT, message, rpc.REASON_INVALID_REQUEST, {"field": field}
+        ),
+    )
+
+
 def _not_found(name: str) -> grpc.Status:
     return rpc.rich_status(
         Code.NOT_FOUND, f"no workflow named '{name}'", rpc.REASON_NOT_FOUND, {"workflow": name}
     )
-
-
-def _ms(seconds: float) -> int:
-    return round(seconds * 1000)
-
-
-def _log_result(result: ExecutionResult) -> None:
-    log.info(
-        logfmt(
-            "execution",
-            id=result.execution_id,
-            workflow=result.workflow,
-            status=result.status.value,
-            duration_ms=_ms(result.duration),
-        )
-    )
-    error = result.error
-    if error is not None:
-        log.warning(
-            logfmt(
-                "execution_failed",
-                id=result.execution_id,
-                workflow=result.workflow,
-                status=result.status.value,
-                step=error.step_id,
-                code=error.code.name,
-            )
-        )
-        # Messages can quote downstream data: only at debug level.
-        log.debug(logfmt("execution_error", id=result.execution_id, message=error.message))
-        for step in result.steps.values():
-            if step.compensation_error is not None:
-                log.warning(
-                    logfmt(
-                        "compensation_failed",
-                        id=result.execution_id,
-                        workflow=result.workflow,
-                        step=step.step_id,
-                        code=step.compensation_error.code.name,
-                    )
-                )

@@ -1,0 +1,374 @@
+"""Durability proven by killing real ``maestro serve`` processes (DESIGN §10).
+
+Each test runs ``workflows/checkout.yaml`` against the four demo services through a real gateway
+on a SQLite journal, kills the gateway with SIGKILL at one point, starts a new one on the same
+journal, and checks what the services actually received and how the execution ended
+(``GetExecution``). Two ways to kill:
+
+- from outside, while a demo service holds a call (its control API delays it);
+- from inside, at an exact event: ``MAESTRO_FAULT_KILL_AFTER_EVENT=N`` makes the journal's writer
+  SIGKILL its own process right after committing the group that holds event number N, before the
+  engine learns of the commit (so, for a ``step_started``, the call is never sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import pytest_asyncio
+from google.protobuf import struct_pb2
+from maestro.v1 import gateway_pb2 as pb
+from maestro.v1 import gateway_pb2_grpc
+
+from demo.control_client import RecordedCall
+from demo.gateway import GatewayProcess, start_gateway, write_workflows
+from demo.harness import DemoServices
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+ORDER: dict[str, Any] = {
+    "order_id": "D-1",
+    "sku": "sku-1",
+    "qty": 2,
+    "amount": 4999,
+    "address": "1 Main Street",
+    "email": "ada@example.com",
+}
+FINISH_WITHIN = 30.0
+EXIT_WITHIN = 10.0
+
+
+def struct(value: dict[str, Any]) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update(value)
+    return out
+
+
+class Journaled:
+    """Gateways started one after the other on one journal file, over the demo services."""
+
+    def __init__(self, demo: DemoServices, tmp: Path) -> None:
+        self.demo = demo
+        self.workflows = write_workflows(tmp, demo)
+        self.journal = tmp / "journal.db"
+        self.gateway: GatewayProcess | None = None
+        self._channel: grpc.aio.Channel | None = None
+
+    async def start(self, *extra: str, kill_after_event: int | None = None) -> GatewayProcess:
+        env = (
+            {}
+            if kill_after_event is None
+            else {"MAESTRO_FAULT_KILL_AFTER_EVENT": str(kill_after_event)}
+        )
+        self.gateway = await start_gateway(
+            self.workflows, extra=["--journal", str(self.journal), *extra], env=env
+        )
+        if self._channel is not None:
+            await self._channel.close()
+        self._channel = grpc.aio.insecure_channel(self.gateway.address)
+        return self.gateway
+
+    @property
+    def stub(self) -> Any:
+        assert self._channel is not None
+        return gateway_pb2_grpc.GatewayStub(self._channel)
+
+    async def kill(self) -> None:
+        """SIGKILL the gateway (no shutdown of any kind) and wait until it is gone."""
+        assert self.gateway is not None
+        self.gateway.process.send_signal(signal.SIGKILL)
+        await self.died()
+
+    async def died(self) -> int:
+        """Wait (bounded) for the gateway to exit on its own; return its status."""
+        assert self.gateway is not None
+        async with asyncio.timeout(EXIT_WITHIN):
+            code = await self.gateway.process.wait()
+        await self.gateway.stop()
+        return code
+
+    async def start_checkout(self, execution_id: str, **changes: Any) -> pb.Execution:
+        request = pb.ExecuteRequest(
+            workflow="checkout", input=struct({**ORDER, **changes}), execution_id=execution_id
+        )
+        return await self.stub.Start(request, timeout=10)
+
+    async def finished(self, execution_id: str) -> pb.Execution:
+        """Poll GetExecution until the execution has finished (bounded)."""
+        async with asyncio.timeout(FINISH_WITHIN):
+            while True:
+                execution = await self.stub.GetExecution(
+                    pb.GetExecutionRequest(execution_id=execution_id), timeout=5
+                )
+                if execution.HasField("end_time"):
+                    return execution
+                await asyncio.sleep(0.05)
+
+    async def events(self, execution_id: str) -> list[pb.ExecutionEvent]:
+        call = self.stub.WatchExecution(
+            pb.WatchExecutionRequest(execution_id=execution_id), timeout=10
+        )
+        return [event async for event in call]
+
+    async def received(self) -> dict[str, list[RecordedCall]]:
+        """Every call each demo service received, by method (compensations included)."""
+        out: dict[str, list[RecordedCall]] = {}
+        for endpoint in self.demo.all():
+            for recorded in await endpoint.control.calls():
+                out.setdefault(recorded.method, []).append(recorded)
+        return out
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+        if self.gateway is not None:
+            await self.gateway.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def journaled(demo: DemoServices, tmp_path: Path) -> AsyncIterator[Journaled]:
+    for endpoint in demo.all():
+        await endpoint.control.reset()
+    subject = Journaled(demo, tmp_path)
+    yield subject
+    await subject.close()
+
+
+def counts(received: dict[str, list[RecordedCall]]) -> dict[str, int]:
+    return {method: len(calls) for method, calls in sorted(received.items())}
+
+
+def in_flight(method: str) -> Any:
+    return lambda calls: any(c.method == method and not c.outcome for c in calls)
+
+
+def kinds(events: Sequence[pb.ExecutionEvent]) -> list[str]:
+    return [str(e.WhichOneof("event")) for e in events]
+
+
+STATUS = pb.ExecutionStatus
+
+
+async def test_killed_while_a_call_is_in_flight_the_step_is_retried(
+    journaled: Journaled,
+) -> None:
+    """Killed during Reserve: the new gateway retries it (attempt 2) and the order completes."""
+    await journaled.start()
+    await journaled.demo.inventory.control.add_fault(method="Reserve", delay_ms=3000, times=1)
+    await journaled.start_checkout("kill-in-flight")
+    await journaled.demo.inventory.control.wait_for(in_flight("Reserve"))
+    await journaled.kill()
+
+    await journaled.start()
+    execution = await journaled.finished("kill-in-flight")
+    assert execution.status == STATUS.EXECUTION_STATUS_SUCCEEDED
+    steps = {s.step_id: s for s in execution.result.steps}
+    assert steps["reserve"].attempts == 2
+    assert counts(await journaled.received()) == {
+        "Charge": 1,
+        "CreateShipment": 1,
+        "Reserve": 2,
+        "SendMail": 1,
+    }
+    events = await journaled.events("kill-in-flight")
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    names = kinds(events)
+    assert names.count("recovered") == 1
+    retry = events[names.index("step_retrying")].step_retrying
+    assert (retry.step_id, retry.attempt, retry.error.code) == ("reserve", 1, "UNAVAILABLE")
+    assert "the gateway stopped during this call" in retry.error.message
+
+
+async def test_killed_during_the_parallel_group_finished_children_are_not_redone(
+    journaled: Journaled,
+) -> None:
+    """Killed while Charge is held and the mail is sent: only Charge is called again."""
+    await journaled.start()
+    await journaled.demo.payments.control.add_fault(method="Charge", delay_ms=3000, times=1)
+    await journaled.start_checkout("kill-in-parallel")
+    await journaled.demo.payments.control.wait_for(in_flight("Charge"))
+    await journaled.demo.mailer.control.wait_for(
+        lambda calls: any(c.method == "SendMail" and c.outcome for c in calls)
+    )
+    await journaled.kill()
+
+    await journaled.start()
+    execution = await journaled.finished("kill-in-parallel")
+    assert execution.status == STATUS.EXECUTION_STATUS_SUCCEEDED
+    assert counts(await journaled.received()) == {
+        "Charge": 2,
+        "CreateShipment": 1,
+        "Reserve": 1,
+        "SendMail": 1,
+    }
+
+
+async def test_killed_in_flight_without_retries_left_the_saga_undoes(
+    journaled: Journaled,
+) -> None:
+    """The mail call has no retry: after the restart it fails, and charge and reserve are undone."""
+    await journaled.start()
+    await journaled.demo.mailer.control.add_fault(method="SendMail", delay_ms=3000, times=1)
+    await journaled.start_checkout("kill-no-retry")
+    await journaled.demo.mailer.control.wait_for(in_flight("SendMail"))
+    await journaled.demo.payments.control.wait_for(
+        lambda calls: any(c.method == "Charge" and c.outcome for c in calls)
+    )
+    await journaled.kill()
+
+    await journaled.start()
+    execution = await journaled.finished("kill-no-retry")
+    assert execution.status == STATUS.EXECUTION_STATUS_COMPENSATED
+    error = execution.result.error
+    assert (error.step_id, error.code) == ("notify", "UNAVAILABLE")
+    assert counts(await journaled.received()) == {
+        "Charge": 1,
+        "Refund": 1,
+        "Release": 1,
+        "Reserve": 1,
+        "SendMail": 1,
+    }
+
+
+async def test_killed_in_the_middle_of_the_rollback_no_compensation_is_lost_or_repeated(
+    journaled: Journaled,
+) -> None:
+    """Killed during Release: Refund and RecallMail are not run again; Release is retried."""
+    await journaled.start()
+    shipping = journaled.demo.shipping.control
+    await shipping.add_fault(method="CreateShipment", code="FAILED_PRECONDITION", times=1)
+    await journaled.demo.inventory.control.add_fault(method="Release", delay_ms=3000, times=1)
+    await journaled.start_checkout("kill-in-rollback")
+    await journaled.demo.inventory.control.wait_for(in_flight("Release"))
+    await journaled.kill()
+
+    await journaled.start()
+    execution = await journaled.finished("kill-in-rollback")
+    assert execution.status == STATUS.EXECUTION_STATUS_COMPENSATED
+    assert execution.result.error.step_id == "ship"
+    assert execution.result.error.code == "FAILED_PRECONDITION"
+    assert counts(await journaled.received()) == {
+        "Charge": 1,
+        "CreateShipment": 1,
+        "RecallMail": 1,
+        "Refund": 1,
+        "Release": 2,
+        "Reserve": 1,
+        "SendMail": 1,
+    }
+
+
+@pytest.mark.parametrize(
+    ("kill_after", "reserve_attempts"),
+    [
+        # 0: the record only; 2: `started`, `step_started(reserve)` and its intent commit as
+        # one group, so the call is never sent; 7: the second parallel child succeeded (ship's
+        # intent may share its group: never sent either, and ship has retries).
+        pytest.param(0, 1, id="after-the-record-before-the-first-event"),
+        pytest.param(2, 2, id="intent-committed-call-never-sent"),
+        pytest.param(7, 1, id="between-a-success-and-the-next-step"),
+    ],
+)
+async def test_killed_at_an_exact_event(
+    journaled: Journaled, kill_after: int, reserve_attempts: int
+) -> None:
+    """Killed right after event N is durable: nothing done is redone, nothing is lost."""
+    await journaled.start(kill_after_event=kill_after)
+
+    async def start_and_follow() -> None:
+        await journaled.start_checkout(f"kill-at-{kill_after}")
+        await journaled.finished(f"kill-at-{kill_after}")
+
+    with pytest.raises(grpc.aio.AioRpcError):  # the gateway dies under the call, or just after
+        await start_and_follow()
+    assert await journaled.died() == -signal.SIGKILL
+
+    await journaled.start()
+    execution = await journaled.finished(f"kill-at-{kill_after}")
+    assert execution.status == STATUS.EXECUTION_STATUS_SUCCEEDED
+    steps = {s.step_id: s for s in execution.result.steps}
+    assert steps["reserve"].attempts == reserve_attempts
+    assert counts(await journaled.received()) == {
+        "Charge": 1,
+        "CreateShipment": 1,
+        "Reserve": 1,
+        "SendMail": 1,
+    }
+    kinds_seen = kinds(await journaled.events(f"kill-at-{kill_after}"))
+    assert kinds_seen[0] == "started"
+    assert kinds_seen.count("recovered") == 1
+
+
+async def test_a_caller_reattaches_after_the_restart_and_sees_every_event(
+    journaled: Journaled,
+) -> None:
+    """Execute with the same id after a restart streams the whole history, then ends OK."""
+    await journaled.start()
+    await journaled.demo.inventory.control.add_fault(method="Reserve", delay_ms=3000, times=1)
+    await journaled.start_checkout("reattach")
+    await journaled.demo.inventory.control.wait_for(in_flight("Reserve"))
+    await journaled.kill()
+
+    await journaled.start()
+    request = pb.ExecuteRequest(workflow="checkout", input=struct(ORDER), execution_id="reattach")
+    events = [e async for e in journaled.stub.Execute(request, timeout=FINISH_WITHIN)]
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    assert kinds(events)[0] == "started"
+    assert kinds(events)[-1] == "finished"
+    assert "recovered" in kinds(events)
+    assert events[-1].finished.result.status == STATUS.EXECUTION_STATUS_SUCCEEDED
+    assert counts(await journaled.received())["Reserve"] == 2
+
+
+async def test_sigterm_hands_running_executions_over_to_the_next_start(
+    journaled: Journaled,
+) -> None:
+    """After --grace the RPC ends UNAVAILABLE 'continues', and the next start finishes it."""
+    await journaled.start("--grace", "0.3s")
+    await journaled.demo.inventory.control.add_fault(method="Reserve", delay_ms=3000, times=1)
+    request = pb.ExecuteRequest(workflow="checkout", input=struct(ORDER), execution_id="handover")
+    run = asyncio.ensure_future(journaled.stub.Run(request, timeout=FINISH_WITHIN))
+    await journaled.demo.inventory.control.wait_for(in_flight("Reserve"))
+    assert journaled.gateway is not None
+    journaled.gateway.process.send_signal(signal.SIGTERM)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await run
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "execution handover continues" in str(caught.value.details())
+    assert await journaled.died() == 0
+    assert counts(await journaled.received()).get("Release", 0) == 0  # not compensated
+
+    await journaled.start()
+    execution = await journaled.finished("handover")
+    assert execution.status == STATUS.EXECUTION_STATUS_SUCCEEDED
+    assert counts(await journaled.received())["Reserve"] == 2
+
+
+async def test_concurrent_runs_with_one_id_run_it_once(journaled: Journaled) -> None:
+    """20 concurrent Run calls with one execution_id: one execution, 20 identical results."""
+    await journaled.start()
+    request = pb.ExecuteRequest(workflow="checkout", input=struct(ORDER), execution_id="once")
+    results = await asyncio.gather(
+        *(journaled.stub.Run(request, timeout=FINISH_WITHIN) for _ in range(20))
+    )
+    assert {r.execution_id for r in results} == {"once"}
+    assert {r.status for r in results} == {STATUS.EXECUTION_STATUS_SUCCEEDED}
+    assert counts(await journaled.received()) == {
+        "Charge": 1,
+        "CreateShipment": 1,
+        "Reserve": 1,
+        "SendMail": 1,
+    }
+    other = pb.ExecuteRequest(
+        workflow="checkout", input=struct({**ORDER, "qty": 3}), execution_id="once"
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await journaled.stub.Run(other, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert "once" in str(caught.value.details())
