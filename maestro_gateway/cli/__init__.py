@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "graph": ("maestro_gateway.cli.graph", "print a workflow as a Mermaid diagram"),
     "execute": ("maestro_gateway.cli.execute", "run a workflow in-process, without a server"),
     "serve": ("maestro_gateway.cli.serve", "serve the gateway gRPC API"),
+    "executions": (
+        "maestro_gateway.cli.executions",
+        "list, show, watch or cancel the executions of a running gateway",
+    ),
 }
 
 USAGE_ERROR = 2

@@ -38,6 +38,7 @@ from maestro_gateway.engine import (
     StepSucceeded,
     result_to_json,
 )
+from maestro_gateway.engine.events import ExecutionRecovered
 from maestro_gateway.errors import DefinitionError, ExecutionError
 from maestro_gateway.model.durations import DurationError, parse_duration
 from maestro_gateway.model.loader import load_file
@@ -120,6 +121,8 @@ class Progress:
                 return f"{step}{self._paint('ok', 'compensated')} in {event.duration:.3f}s"
             case CompensationFailed():
                 return f"{step}{self._paint('fail', 'compensation failed')}: {_error(event.error)}"
+            case ExecutionRecovered():
+                return f"{self._paint('warn', 'recovered')} ({event.execution_id}): {event.reason}"
             case ExecutionFinished():
                 self.result = event.result
                 status = event.result.status
