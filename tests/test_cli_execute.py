@@ -211,3 +211,40 @@ def test_ctrl_c_cancels_compensates_and_exits_130(tmp_path: Path, server: Record
     assert result["status"] == "COMPENSATED"
     undo = [p for (_, p, _) in server.requests if p.startswith("/undo")]
     assert undo == ["/undo/b", "/undo/a"]
+
+
+def test_with_a_journal_the_execution_is_recorded(tmp_path: Path, server: Recorder) -> None:
+    """--journal FILE records the execution, its events and its result, as maestro serve does."""
+    import asyncio
+
+    from maestro_gateway.journal import ExecutionState, SqliteJournal
+
+    wf = write_workflow(tmp_path, server, "/c")
+    journal_file = tmp_path / "journal.db"
+    proc = maestro(str(wf), "--input", '{"order": "o-9"}', "--journal", str(journal_file))
+    assert proc.returncode == 0, proc.stderr
+    execution_id = json.loads(proc.stdout)["execution_id"]
+
+    async def read() -> tuple[Any, list[Any]]:
+        journal = SqliteJournal(journal_file)
+        await journal.open()
+        try:
+            return await journal.get(execution_id), await journal.events(execution_id)
+        finally:
+            await journal.close()
+
+    record, events = asyncio.run(read())
+    assert record is not None
+    assert record.state is ExecutionState.SUCCEEDED
+    assert record.input == {"order": "o-9"}
+    assert [e.kind for e in events][0] == "started"
+    assert [e.kind for e in events][-1] == "finished"
+
+
+def test_an_unusable_journal_is_a_usage_error(tmp_path: Path, server: Recorder) -> None:
+    """A journal that is a directory: exit 2, the path named, nothing called."""
+    wf = write_workflow(tmp_path, server, "/c")
+    proc = maestro(str(wf), "--input", '{"order": "o-1"}', "--journal", str(tmp_path))
+    assert proc.returncode == 2
+    assert str(tmp_path) in proc.stderr
+    assert server.requests == []

@@ -1,4 +1,4 @@
-"""``maestro execute FILE --input JSON | --input-file PATH [--timeout DURATION]``.
+"""``maestro execute FILE --input JSON | --input-file PATH [--timeout DURATION] [--journal URL]``.
 
 Runs one execution in-process, without a server. Progress goes to stderr as the events arrive
 (one plain line per event, coloured when stderr is a terminal and ``NO_COLOR`` is unset); the full
@@ -6,8 +6,8 @@ result goes to stdout as JSON, also when the execution fails.
 
 Exit status: 0 SUCCEEDED; 1 FAILED or COMPENSATED; 3 COMPENSATION_FAILED; 2 usage or definition
 error (an unreadable or invalid file, input that is not JSON or fails the workflow's schema, a bad
-``--timeout``); 130 when interrupted (Ctrl-C cancels the execution, which compensates, prints
-its result, then exits; a second Ctrl-C stops at once).
+``--timeout``, a journal that cannot be used); 130 when interrupted (Ctrl-C cancels the
+execution, which compensates, prints its result, then exits; a second Ctrl-C stops at once).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from maestro_gateway.engine import (
 )
 from maestro_gateway.engine.events import ExecutionRecovered
 from maestro_gateway.errors import DefinitionError, ExecutionError
+from maestro_gateway.journal import Journal, JournalError, open_journal
 from maestro_gateway.model.durations import DurationError, parse_duration
 from maestro_gateway.model.loader import load_file
 from maestro_gateway.model.schema import check_input
@@ -68,6 +69,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--timeout",
         metavar="DURATION",
         help="a deadline for the whole execution, e.g. 10s (the workflow's own also applies)",
+    )
+    parser.add_argument(
+        "--journal",
+        metavar="URL",
+        help="record the execution in this journal (a file path or sqlite:PATH), as maestro "
+        "serve does; a gateway on the same journal resumes it if this command is killed "
+        "(default: no journal)",
+    )
+    parser.add_argument(
+        "--journal-sync", default="normal", choices=["normal", "full"], help="as for serve"
     )
 
 
@@ -148,14 +159,24 @@ def _read_input(args: argparse.Namespace) -> Any:
 
 
 async def _execute(
-    workflow: Workflow, value: Any, seconds: float | None, progress: Progress
+    workflow: Workflow,
+    value: Any,
+    seconds: float | None,
+    progress: Progress,
+    journal: Journal | None,
 ) -> ExecutionResult:
     from maestro_gateway.transports.factory import Transports
 
-    async with Transports() as transports:
-        engine = Engine(transports)
-        engine.prepare(workflow)
-        return await engine.execute(workflow, value, timeout=seconds, on_event=progress)
+    if journal is not None:
+        await journal.open()
+    try:
+        async with Transports() as transports:
+            engine = Engine(transports, journal=journal)
+            engine.prepare(workflow)
+            return await engine.execute(workflow, value, timeout=seconds, on_event=progress)
+    finally:
+        if journal is not None:
+            await journal.close()
 
 
 def _print_result(result: ExecutionResult) -> None:
@@ -190,10 +211,20 @@ def run(args: argparse.Namespace) -> int:
     except ExecutionError as exc:
         print(f"maestro execute: invalid input: {exc.message}", file=sys.stderr)
         return USAGE_ERROR
+    journal: Journal | None = None
+    if args.journal is not None:
+        try:
+            journal = open_journal(args.journal, sync=args.journal_sync)
+        except JournalError as exc:
+            print(f"maestro execute: --journal: {exc}", file=sys.stderr)
+            return USAGE_ERROR
     colour = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
     progress = Progress(sys.stderr, colour)
     try:
-        result = asyncio.run(_execute(workflow, value, timeout, progress))
+        result = asyncio.run(_execute(workflow, value, timeout, progress, journal))
+    except JournalError as exc:
+        print(f"maestro execute: --journal: {exc}", file=sys.stderr)
+        return USAGE_ERROR
     except KeyboardInterrupt:
         if progress.result is not None:
             _print_result(progress.result)
