@@ -11,7 +11,10 @@ as it arrives:
    already done are compensated in reverse order, the status is COMPENSATED and the call ends
    with INVALID_ARGUMENT and a google.rpc.ErrorInfo detail;
 3. a checkout through flaky services (UNAVAILABLE injected through the control planes): the
-   gateway retries and the checkout succeeds.
+   gateway retries and the checkout succeeds;
+4. a crash: a checkout is started, the gateway is killed with ``kill -9`` while the shipping
+   service holds its call, a new gateway is started on the same journal, and the checkout is
+   watched as it resumes and finishes; ``maestro executions show`` prints its record.
 
 It then prints the grpcurl command that does the same by hand. Every process it started is
 stopped at the end, on Ctrl-C/SIGTERM and on failure. Exit status: 0 when every run behaved as
@@ -26,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import shlex
 import signal
 import socket
@@ -39,11 +43,12 @@ from google.protobuf import struct_pb2
 from maestro.v1 import gateway_pb2 as pb
 from maestro.v1 import gateway_pb2_grpc
 
-from demo.gateway import WORKFLOWS, GatewayProcess, running_gateway, write_workflows
+from demo.gateway import WORKFLOWS, GatewayProcess, start_gateway, write_workflows
 from demo.harness import DEFAULT_PORTS, ROOT, DemoServices, running_services
 from demo.showcase_view import (
     Outcome,
     check_compensated,
+    check_recovered,
     check_retried,
     check_succeeded,
     event_line,
@@ -141,6 +146,99 @@ async def execute(stub: gateway_pb2_grpc.GatewayStub, order: dict[str, Any]) -> 
     return outcome
 
 
+class Gateways:
+    """The gateway of the demo, which scene 4 kills and starts again on the same journal."""
+
+    def __init__(self, workflows: Path, port: int, journal: Path) -> None:
+        self.workflows = workflows
+        self.port = port
+        self.extra = ["--journal", str(journal)]
+        self.current: GatewayProcess | None = None
+
+    async def start(self) -> GatewayProcess:
+        self.current = await start_gateway(self.workflows, self.port, extra=self.extra)
+        self.port = self.current.port  # a restart binds the same port
+        return self.current
+
+    async def kill(self) -> int:
+        """``kill -9`` the gateway; return its pid."""
+        assert self.current is not None
+        pid = self.current.process.pid
+        self.current.process.send_signal(signal.SIGKILL)
+        await self.current.stop()
+        return pid
+
+    async def stop(self) -> None:
+        if self.current is not None:
+            await self.current.stop()
+
+
+async def watch(
+    stub: gateway_pb2_grpc.GatewayStub, execution_id: str, outcome: Outcome, started: float
+) -> None:
+    """Print the events of ``execution_id`` after those in ``outcome``, until it finishes."""
+    after = outcome.events[-1].sequence if outcome.events else 0
+    request = pb.WatchExecutionRequest(execution_id=execution_id, after_sequence=after)
+    loop = asyncio.get_running_loop()
+    async for event in stub.WatchExecution(request, timeout=CALL_TIMEOUT):
+        outcome.events.append(event)
+        say(event_line(event, loop.time() - started))
+
+
+async def crash_scene(gateways: Gateways, demo: DemoServices) -> list[str]:
+    """Scene 4: kill -9 in the middle of a call, restart, watch the checkout resume."""
+    say("━━ 4. the gateway is killed (kill -9) while shipping holds its call ━━")
+    say("     every step is journaled before it is sent; a new gateway resumes the checkout")
+    await demo.shipping.control.add_fault(method="CreateShipment", delay_ms=1500, times=1)
+    order = {**ORDER, "order_id": "A-1004"}
+    request = pb.ExecuteRequest(
+        workflow="checkout", input=struct_pb2.Struct(), execution_id="A-1004"
+    )
+    request.input.update(order)
+    outcome = Outcome()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert gateways.current is not None
+    async with grpc.aio.insecure_channel(gateways.current.address) as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        await stub.Start(request, timeout=CALL_TIMEOUT)
+        say("  Start → RUNNING; watching it:")
+        watching = asyncio.ensure_future(watch(stub, "A-1004", outcome, started))
+        await demo.shipping.control.wait_for(
+            lambda calls: any(c.method == "CreateShipment" and not c.outcome for c in calls),
+            within=CALL_TIMEOUT,
+        )
+        pid = await gateways.kill()
+        say(f"  kill -9 {pid}   ← the gateway dies while CreateShipment is in flight")
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await watching
+    gateway = await gateways.start()
+    say(f"  maestro serve started again on the same journal ({gateway.address}); watching:")
+    async with grpc.aio.insecure_channel(gateway.address) as channel:
+        await watch(gateway_pb2_grpc.GatewayStub(channel), "A-1004", outcome, started)
+    received = sum(1 for c in await demo.shipping.control.calls() if c.method == "CreateShipment")
+    say(f"  shipping received CreateShipment {received}× (the first call was cut off)")
+    say(f"  $ maestro executions show A-1004 --target {gateway.address}")
+    shown = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "maestro_gateway",
+        "executions",
+        "show",
+        "A-1004",
+        "--target",
+        gateway.address,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    text = (await asyncio.wait_for(shown.communicate(), CALL_TIMEOUT))[0].decode()
+    for line in text.rstrip().splitlines():
+        say(f"    {line}")
+    await demo.reset()
+    return check_recovered(outcome, "run 4", received, text, shown.returncode or 0)
+
+
 async def scenarios(gateway: GatewayProcess, demo: DemoServices) -> list[str]:
     """Run the three checkouts; return what did not behave as expected (empty: all did)."""
     problems: list[str] = []
@@ -213,7 +311,9 @@ async def showcase(args: argparse.Namespace, stop: asyncio.Event, keeping: async
                     port = 0
                 else:
                     workflows, port = WORKFLOWS.relative_to(ROOT), args.port
-                gateway = await stack.enter_async_context(running_gateway(workflows, port))
+                gateways = Gateways(workflows, port, Path(scratch) / "journal.db")
+                stack.push_async_callback(gateways.stop)
+                gateway = await gateways.start()
                 for endpoint in demo.all():
                     say(f"  {endpoint.name:<10} {endpoint.address}")
                 say(
@@ -222,6 +322,9 @@ async def showcase(args: argparse.Namespace, stop: asyncio.Event, keeping: async
                 )
                 say()
                 problems = await scenarios(gateway, demo)
+                say()
+                problems += await crash_scene(gateways, demo)
+                gateway = gateways.current or gateway
                 print_try_it(gateway, args.keep)
                 if args.keep and not problems:
                     say()

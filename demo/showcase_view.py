@@ -94,6 +94,8 @@ def event_line(event: pb.ExecutionEvent, elapsed: float) -> str:
     body = _field(event, kind)
     if kind == "started":
         return f"{head}{body.workflow}  (execution {event.execution_id})"
+    if kind == "recovered":
+        return f"{head}{body.reason}"
     if kind == "finished":
         result = body.result
         return f"{head}{_status_name(result.status):<15} after {_ms(result.duration)}"
@@ -205,6 +207,23 @@ def check_compensated(outcome: Outcome, label: str) -> list[str]:
     ]
     if undone != list(reversed(done)):
         problems.append(f"{label}: compensated {undone}, expected the reverse of {done}")
+    return problems
+
+
+def check_recovered(
+    outcome: Outcome, label: str, received: int, shown: str, show_code: int
+) -> list[str]:
+    """Problems with a run killed in the middle of ``ship`` and finished by the next gateway."""
+    problems = check_succeeded(outcome, label)
+    if outcome.kinds().count("recovered") != 1:
+        problems.append(f"{label}: expected one recovered event, got {outcome.kinds()}")
+    retried = [e.step_retrying for e in outcome.events if e.HasField("step_retrying")]
+    if [(r.step_id, r.error.code) for r in retried] != [("ship", "UNAVAILABLE")]:
+        problems.append(f"{label}: expected ship's interrupted attempt to be retried once")
+    if received != 2:
+        problems.append(f"{label}: shipping received CreateShipment {received} times, expected 2")
+    if show_code != 0 or "SUCCEEDED" not in shown:
+        problems.append(f"{label}: maestro executions show exited {show_code}: {shown[-200:]}")
     return problems
 
 
