@@ -2,9 +2,11 @@
 
 Starts, as separate processes on 127.0.0.1 (free ports read from their ready lines):
 ``bench/services.py`` (the downstream services), ``bench/glue.py`` (the reference),
-``maestro serve`` over ``bench/workflows/`` (the gateway) and ``bench/load.py`` (the load
-client, apart so its CPU is not charged to the measured processes). Then, for several rounds,
-it measures every contender (glue/gateway × Run/Execute × gRPC-only/with an HTTP step) at
+``maestro serve`` over ``bench/workflows/`` (the gateway, once per journal setting: ``gateway``
+with the default SQLite journal, ``gateway-none`` with ``--journal none``, ``gateway-full``
+with ``--journal-sync full``) and ``bench/load.py`` (the load client, apart so its CPU is not
+charged to the measured processes). Then, for several rounds, it measures every contender
+(glue/gateways × Run/Execute × gRPC-only/with an HTTP step) at
 concurrency 1 and 64, in an order that rotates each round, and reports per contender and
 concurrency the medians (with min–max over the rounds) of workflows/s, p50, p99, and the CPU per
 workflow of the server process and of the services process (``/proc/PID/stat`` deltas over the
@@ -37,13 +39,19 @@ RESULTS = BENCH / "results"
 PY = sys.executable
 TARGET_THROUGHPUT = 0.8
 TARGET_P50 = 1.25
+GATEWAYS: dict[str, list[str]] = {
+    "gateway": [],  # the default: a SQLite journal, --journal-sync normal
+    "gateway-none": ["--journal", "none"],
+    "gateway-full": ["--journal-sync", "full"],
+}
+"""The gateway variants measured, by name: their extra ``maestro serve`` arguments."""
 
 
 @dataclass(frozen=True)
 class Contender:
     """One thing measured: a server, an RPC and a workflow."""
 
-    server: str  # "glue" or "gateway"
+    server: str  # "glue" or one of GATEWAYS
     rpc: str  # "Run" or "Execute"
     workflow: str  # "bench_grpc" or "bench_http"
 
@@ -112,12 +120,20 @@ class Bench:
                 [PY, str(BENCH / "glue.py"), "--services", grpc_target, "--http", http_url],
             )
             self.servers["glue"] = (glue.wait_for(r"listening on (\S+)", 30).group(1), glue)
-        if "gateway" in self.args.servers:
+        for name, options in GATEWAYS.items():
+            if name not in self.args.servers:
+                continue
             argv = [PY, "-m", "maestro_gateway", "serve", "--workflows", str(workflow_dir)]
-            argv += ["--loop", self.args.gateway_loop]
-            gateway = self.children.start("gateway", [*argv, "--host", "127.0.0.1", "--port", "0"])
+            argv += [
+                "--loop",
+                self.args.gateway_loop,
+                "--journal",
+                str(workflow_dir / f"{name}.db"),
+            ]
+            argv += [*options, "--host", "127.0.0.1", "--port", "0"]
+            gateway = self.children.start(name, argv)
             target = gateway.wait_for(r"maestro-gateway listening on (\S+)", 60).group(1)
-            self.servers["gateway"] = (target, gateway)
+            self.servers[name] = (target, gateway)
         self.load = self.children.start("load", [PY, str(BENCH / "load.py")], stdin=True)
 
     def _ask(self, command: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -163,7 +179,7 @@ class Bench:
             Contender(server, rpc, workflow)
             for workflow in self.args.workflows
             for rpc in self.args.rpcs
-            for server in ("glue", "gateway")
+            for server in ("glue", *GATEWAYS)
             if server in self.servers
         ]
 
@@ -213,18 +229,19 @@ class Bench:
 
 
 def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """gateway/glue: throughput at the highest concurrency, p50 at the lowest."""
+    """Each gateway / glue: throughput at the highest concurrency, p50 at the lowest."""
     by_key = {(r["server"], r["rpc"], r["workflow"], r["concurrency"]): r for r in rows}
     levels = sorted({r["concurrency"] for r in rows})
     out = []
-    for rpc, workflow in sorted({(r["rpc"], r["workflow"]) for r in rows}):
+    kinds = sorted({(r["rpc"], r["workflow"]) for r in rows})
+    for gateway, rpc, workflow in [(g, r, w) for g in GATEWAYS for r, w in kinds]:
         hi, lo = levels[-1], levels[0]
         gw_hi, glue_hi = (
-            by_key.get(("gateway", rpc, workflow, hi)),
+            by_key.get((gateway, rpc, workflow, hi)),
             by_key.get(("glue", rpc, workflow, hi)),
         )
         gw_lo, glue_lo = (
-            by_key.get(("gateway", rpc, workflow, lo)),
+            by_key.get((gateway, rpc, workflow, lo)),
             by_key.get(("glue", rpc, workflow, lo)),
         )
         if not (gw_hi and glue_hi and gw_lo and glue_lo):
@@ -233,6 +250,7 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         p50 = gw_lo["p50_ms"]["median"] / glue_lo["p50_ms"]["median"]
         out.append(
             {
+                "gateway": gateway,
                 "rpc": rpc,
                 "workflow": workflow,
                 "throughput_ratio": throughput,
@@ -258,8 +276,9 @@ def print_report(rows: list[dict[str, Any]], ratio_rows: list[dict[str, Any]]) -
         f"{'server CPU ms/wf':<18} {'services CPU ms/wf':<18}"
     )
     print("\n" + header + "\n" + "-" * len(header))
+    order = ["glue", *GATEWAYS]
     for row in sorted(
-        rows, key=lambda r: (r["workflow"], r["rpc"], r["concurrency"], r["server"] != "glue")
+        rows, key=lambda r: (r["workflow"], r["rpc"], r["concurrency"], order.index(r["server"]))
     ):
         print(
             f"{row['contender']:<22} {row['concurrency']:>4}  {fmt(row['throughput']):<20} "
@@ -271,7 +290,7 @@ def print_report(rows: list[dict[str, Any]], ratio_rows: list[dict[str, Any]]) -
     )
     for r in ratio_rows:
         print(
-            f"  {r['rpc']:<8} {r['workflow']:<11} throughput@{r['throughput_concurrency']}: "
+            f"  {r['gateway']:<13} {r['rpc']:<8} {r['workflow']:<11} throughput@{r['throughput_concurrency']}: "
             f"{r['throughput_ratio']:.2f}× {'OK  ' if r['throughput_ok'] else 'MISS'}   "
             f"p50@{r['p50_concurrency']}: {r['p50_ratio']:.2f}× {'OK' if r['p50_ok'] else 'MISS'}"
         )
@@ -308,7 +327,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
     parser.add_argument(
-        "--servers", nargs="+", default=["glue", "gateway"], choices=["glue", "gateway"]
+        "--servers",
+        nargs="+",
+        default=["glue", *GATEWAYS],
+        choices=["glue", *GATEWAYS],
+        help="what to measure (default: the glue and every gateway journal setting)",
     )
     parser.add_argument("--rpcs", nargs="+", default=["Run", "Execute"], choices=["Run", "Execute"])
     parser.add_argument(
