@@ -237,8 +237,8 @@ def test_with_a_journal_the_execution_is_recorded(tmp_path: Path, server: Record
     assert record is not None
     assert record.state is ExecutionState.SUCCEEDED
     assert record.input == {"order": "o-9"}
-    assert [e.kind for e in events][0] == "started"
-    assert [e.kind for e in events][-1] == "finished"
+    kinds = [e.kind for e in events]
+    assert (kinds[0], kinds[-1]) == ("started", "finished")
 
 
 def test_an_unusable_journal_is_a_usage_error(tmp_path: Path, server: Recorder) -> None:

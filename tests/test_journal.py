@@ -500,3 +500,17 @@ def test_open_journal_refuses(spec: str, sync: str, message: str) -> None:
         open_journal(spec, sync=sync)
     assert message in str(refused.value)
     assert "hunter2" not in str(refused.value)
+
+
+async def test_values_beyond_json_are_stored_as_grpc_sends_them(tmp_path: Path) -> None:
+    """Bytes, timestamps and durations (CEL can produce them) are journaled, never refused."""
+    import datetime
+
+    async with opened(tmp_path / "j.db") as journal:
+        assert await journal.create(record("ex-1")) is None
+        moment = datetime.datetime(2026, 12, 1, 12, 30, tzinfo=datetime.UTC)
+        request = {"raw": b"\x00\xff", "at": moment, "wait": datetime.timedelta(seconds=1.5)}
+        journal.submit((IntentEntry("ex-1", "reserve", False, 1, 2000.0, request),))
+        await journal.flush()
+        (attempt,) = await journal.attempts("ex-1")
+        assert attempt.request == {"raw": "AP8=", "at": "2026-12-01T12:30:00Z", "wait": "1.5s"}

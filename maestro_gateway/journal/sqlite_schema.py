@@ -6,6 +6,8 @@ Values are stored as compact JSON text, and each distinct workflow definition on
 
 from __future__ import annotations
 
+import base64
+import datetime
 import functools
 import json
 import sqlite3
@@ -134,8 +136,20 @@ UPDATE_LAST_SEQUENCE = (
 
 
 def _jsonable(value: object) -> object:
+    """What a value expressions can produce but JSON cannot hold is stored as gRPC would send it.
+
+    Bytes as base64, timestamps as RFC 3339 in UTC, durations as ``"1.5s"`` (proto3 JSON), so a
+    template that yields ``timestamp(...)`` never stops an execution from being journaled.
+    """
     if isinstance(value, Mapping):
         return dict(value)
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, datetime.datetime):
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=datetime.UTC)
+        return moment.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, datetime.timedelta):
+        return f"{value.total_seconds():g}s"
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
