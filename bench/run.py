@@ -11,7 +11,7 @@ concurrency 1 and 64, in an order that rotates each round, and reports per conte
 concurrency the medians (with min–max over the rounds) of workflows/s, p50, p99, and the CPU per
 workflow of the server process and of the services process (``/proc/PID/stat`` deltas over the
 measured window). It prints the gateway/glue ratios against the DESIGN §8 targets, then runs
-the scale figures (``bench/memory.py``, ``bench/engine_cpu.py``), and writes everything to
+the scale figures (``bench/memory.py``, ``bench/engine_cpu.py``, ``bench/recovery.py``), and writes everything to
 ``bench/results/latest.json``.
 """
 
@@ -299,7 +299,12 @@ def print_report(rows: list[dict[str, Any]], ratio_rows: list[dict[str, Any]]) -
 def run_scale(args: argparse.Namespace) -> dict[str, Any]:
     """Run the scale figures as subprocesses; each prints its JSON as its last line."""
     out: dict[str, Any] = {}
-    for name, extra in (("engine_cpu", []), ("memory", ["--executions", str(args.executions)])):
+    scale = (
+        ("engine_cpu", []),
+        ("memory", ["--executions", str(args.executions)]),
+        ("recovery", ["--executions", str(args.recover)]),
+    )
+    for name, extra in scale:
         print(f"\n== {name} ==", flush=True)
         proc = subprocess.run(
             [PY, "-m", f"bench.{name}", "--json", *extra],
@@ -342,6 +347,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--executions", type=int, default=10_000, help="in-flight executions of the memory figure"
+    )
+    parser.add_argument(
+        "--recover", type=int, default=1000, help="unfinished executions of the recovery figure"
     )
     parser.add_argument(
         "--gateway-loop",

@@ -9,7 +9,8 @@ a call log for tests; these do not).
 ``--delay-ms N`` makes the handlers wait N ms before answering requests whose ``order_id``
 starts with ``slow`` (the slow service of the memory benchmark; other requests still answer at
 once, so a client can warm up first); ``GET /stats`` reports how many requests are waiting right
-now, so a client can tell when all of its calls have arrived.
+now, so a client can tell when all of its calls have arrived; ``POST /delay`` with
+``{"ms": N}`` changes the delay of the requests that arrive from then on.
 
 When both servers listen it prints one line and then serves until SIGTERM/SIGINT::
 
@@ -168,9 +169,14 @@ def http_app(gauge: Gauge) -> web.Application:
     async def stats(request: web.Request) -> web.Response:
         return web.json_response({"inflight": gauge.inflight})
 
+    async def delay(request: web.Request) -> web.Response:
+        gauge.delay = float((await request.json())["ms"]) / 1000.0
+        return web.json_response({"delay_ms": gauge.delay * 1000.0})
+
     app = web.Application()
     app.router.add_post("/orders/{order_id}/mail", mail)
     app.router.add_get("/stats", stats)
+    app.router.add_post("/delay", delay)
     return app
 
 

@@ -82,20 +82,25 @@ class Runs:
         """
         records = await self.journal.claim(self.owner, self.lease)
         resumed = 0
+        loaded: dict[tuple[str, str], Workflow] = {}  # many executions share a definition
         for record in records:
-            try:
-                workflow = load_string(record.source, record.path)
-            except DefinitionError as exc:
-                log.error(
-                    logfmt(
-                        "recovery_failed",
-                        id=record.execution_id,
-                        workflow=record.workflow,
-                        problem=str(exc.diagnostics[0]) if exc.diagnostics else "invalid",
+            key = (record.source_hash, record.path)
+            workflow = loaded.get(key)
+            if workflow is None:
+                try:
+                    workflow = load_string(record.source, record.path)
+                except DefinitionError as exc:
+                    log.error(
+                        logfmt(
+                            "recovery_failed",
+                            id=record.execution_id,
+                            workflow=record.workflow,
+                            problem=str(exc.diagnostics[0]) if exc.diagnostics else "invalid",
+                        )
                     )
-                )
-                continue
-            self.engine.prepare(workflow)
+                    continue
+                loaded[key] = workflow
+                self.engine.prepare(workflow)
             events = [event_from_entry(e) for e in await self.journal.events(record.execution_id)]
             reason = f"resumed by {self.owner} after the gateway stopped"
             finished: list[ExecutionResult] = []
