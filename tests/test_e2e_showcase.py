@@ -7,8 +7,8 @@ import sys
 from e2e_support import run_program
 
 
-async def test_showcase_runs_the_three_checkouts_and_exits_0() -> None:
-    """The showcase streams the three runs, shows the compensation and ErrorInfo, and exits 0."""
+async def test_showcase_runs_the_four_scenes_and_exits_0() -> None:
+    """The showcase streams the runs, the compensation, ErrorInfo and the crash, and exits 0."""
     done = await run_program([sys.executable, "-m", "demo.showcase", "--free-ports"], limit=50)
     assert done.code == 0, done.stdout + done.stderr
     out = done.stdout
@@ -17,6 +17,9 @@ async def test_showcase_runs_the_three_checkouts_and_exits_0() -> None:
     assert "result: COMPENSATED" in out
     assert "gRPC status: INVALID_ARGUMENT 'address must not be empty'" in out
     assert "ErrorInfo:   reason=INVALID_ARGUMENT domain=maestro.v1" in out
-    assert out.count("step_retrying") == 3
+    assert out.count("step_retrying") == 4  # 2 + 1 in scene 3, the interrupted ship in scene 4
+    assert "kill -9" in out
+    assert "recovered              resumed by" in out
+    assert "$ maestro executions show A-1004" in out
     assert "maestro.v1.Gateway/Execute" in out
     assert out.rstrip().endswith("demo: every run behaved as expected")

@@ -17,6 +17,7 @@ it is ALREADY_EXISTS (DESIGN §10).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import uuid
@@ -202,9 +203,16 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
             except asyncio.CancelledError:
                 task.cancel()
                 raise
-            if task.cancelled() or task.exception() is not None:
+            if task.cancelled():
+                # Cancelled (CancelExecution, a shutdown): it ends with its journaled result, if any.
+                current = await self.journal.get(record.execution_id)
+                if current is None or current.result is None:
+                    await self._abort_broken(record.execution_id, task, context)
+                result = result_from_data(current.result)
+            elif task.exception() is not None:
                 await self._abort_broken(record.execution_id, task, context)
-            result = task.result()
+            else:
+                result = task.result()
         if result.status is not ExecutionStatus.SUCCEEDED:
             await rpc.abort(context, rpc.result_status(result))
         return result_to_proto(result)
@@ -256,6 +264,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
     ) -> None:
         """The journaled events above ``after_sequence``, then the live ones, up to ``finished``."""
         record = await self._lookup(request.execution_id, context)
+        if record.state.finished and request.after_sequence >= record.last_sequence:
+            return  # the caller has seen every event, ``finished`` included
         finished = await self._follow(record.execution_id, request.after_sequence, context)
         if finished is None:
             await self._abort_continues(record.execution_id, context)
@@ -416,7 +426,14 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
             metadata=forwarded_metadata(context.invocation_metadata()),
             labels=dict(request.labels),
         )
-        existing = await journal.create(record)
+        creating = asyncio.ensure_future(journal.create(record))
+        try:
+            existing = await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            # The caller left while the record waited for the journal (a full disk): once
+            # committed, it runs without a caller, bounded by its deadlines, as recovery would.
+            creating.add_done_callback(functools.partial(self._start_late, workflow, record))
+            raise
         if existing is None:
             return record, self.runs.start(workflow, record, on_event)
         if not existing.same_request(name, value):
@@ -431,6 +448,18 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
                 ),
             )
         return existing, None
+
+    def _start_late(
+        self,
+        workflow: Workflow,
+        record: ExecutionRecord,
+        creating: asyncio.Future[ExecutionRecord | None],
+    ) -> None:
+        """Run the execution of a record committed after its caller had gone."""
+        if creating.cancelled() or creating.exception() is not None:
+            return  # never committed: the journal closed first
+        if creating.result() is None:
+            self.runs.start(workflow, record, None)
 
     async def _lookup(
         self, execution_id: str, context: grpc.aio.ServicerContext
