@@ -11,6 +11,9 @@ figure is process CPU time (``time.process_time``) divided by executions × step
 - ``with_events``: events collected in a list, as ``Execute`` consumes them;
 - ``concurrent``: 64 executions at a time (``asyncio.gather``), events collected.
 
+``--journal memory|sqlite|sqlite-full`` runs the engine with that journal (write-ahead, as
+``maestro serve`` does; a SQLite file in a temporary directory), so the difference from
+``--journal none`` is the journal's CPU per step (process CPU: its writer thread included).
 ``--profile`` prints the top functions by own time under cProfile for the ``with_events`` case.
 """
 
@@ -18,18 +21,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import io
 import json
 import pstats
 import string
 import sys
+import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from maestro_gateway.engine.events import Event, ExecutionStatus
 from maestro_gateway.engine.executor import Engine
+from maestro_gateway.journal import Journal, MemoryJournal, SqliteJournal
 from maestro_gateway.model.loader import load_string
 from maestro_gateway.model.types import Service, Workflow
 from maestro_gateway.transports.base import Metadata, Transport
@@ -122,11 +129,32 @@ async def concurrent(engine: Engine, workflow: Workflow, n: int, width: int) -> 
     return time.process_time() - cpu0
 
 
-async def measure(n: int, repeats: int) -> dict[str, Any]:
+@contextlib.asynccontextmanager
+async def journal_of(kind: str) -> AsyncIterator[Journal | None]:
+    """The journal ``kind`` names, opened (None for ``none``), closed on exit."""
+    if kind == "none":
+        yield None
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        journal: Journal = (
+            MemoryJournal()
+            if kind == "memory"
+            else SqliteJournal(
+                Path(tmp) / "journal.db", sync="full" if kind == "sqlite-full" else "normal"
+            )
+        )
+        await journal.open()
+        try:
+            yield journal
+        finally:
+            await journal.close()
+
+
+async def measure(n: int, repeats: int, journal: Journal | None) -> dict[str, Any]:
     """Per-step and per-execution CPU in µs for each case: the median of ``repeats`` runs."""
     workflow = load_workflow()
     steps = len(workflow.call_steps())
-    engine = Engine(CannedTransports())
+    engine = Engine(CannedTransports(), journal=journal)
     await sequential(engine, workflow, 200, True)  # warm caches and the allocator
     cases: dict[str, list[float]] = {"no_events": [], "with_events": [], "concurrent": []}
     for _ in range(repeats):
@@ -146,10 +174,10 @@ async def measure(n: int, repeats: int) -> dict[str, Any]:
     return out
 
 
-async def profile(n: int, top: int) -> str:
+async def profile(n: int, top: int, journal: Journal | None) -> str:
     """cProfile of ``n`` sequential executions with events; the top functions by own time."""
     workflow = load_workflow()
-    engine = Engine(CannedTransports())
+    engine = Engine(CannedTransports(), journal=journal)
     await sequential(engine, workflow, 200, True)
     profiler = cProfile.Profile()
     profiler.enable()
@@ -167,14 +195,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     parser.add_argument("--profile", action="store_true", help="print a cProfile summary")
+    parser.add_argument(
+        "--journal", default="none", choices=["none", "memory", "sqlite", "sqlite-full"]
+    )
     args = parser.parse_args(argv)
+
+    async def run() -> Any:
+        async with journal_of(args.journal) as journal:
+            if args.profile:
+                return await profile(args.executions, 30, journal)
+            return await measure(args.executions, args.repeats, journal)
+
     if args.profile:
-        print(asyncio.run(profile(args.executions, 30)))
+        print(asyncio.run(run()))
         return 0
-    out = asyncio.run(measure(args.executions, args.repeats))
+    out = asyncio.run(run())
+    out["journal"] = args.journal
     print(
         f"engine CPU per step (excluding the call), {out['steps_per_execution']}-step workflow, "
-        f"{out['executions']} executions × {out['repeats']} runs (target < 100 µs):"
+        f"{out['executions']} executions × {out['repeats']} runs, journal {args.journal} "
+        "(target < 100 µs):"
     )
     for name in ("no_events", "with_events", "concurrent"):
         case = out[name]

@@ -8,8 +8,10 @@ Writing is write-ahead and ordered::
 
     create(record)            committed when it returns (before the first call, before Start returns)
     submit(entries, then)     queued; everything submitted between two awaits of the event loop
-                              commits in one transaction, in submission order; ``then`` runs on
-                              the event loop once those entries are durable
+                              commits in one transaction (perhaps with later entries, never
+                              split), in submission order; ``then`` runs on the event loop once
+                              those entries are durable. Entries without ``then`` may wait a few
+                              milliseconds for company; with ``then`` they commit at once
     flush()                   returns once everything submitted before it is durable
 
 Entries are plain data (JSON-ready values): the journal knows nothing of the engine's event

@@ -26,12 +26,40 @@ from maestro_gateway.journal.paging import decode_token, encode_token, newest_fi
 
 
 class _Stored:
-    __slots__ = ("attempts", "events", "record")
+    """One execution: its record as created, and what changes on it, kept apart.
+
+    Events arrive far more often than anything reads the record, so the record is rebuilt on
+    read (:attr:`record`) rather than copied at every event.
+    """
+
+    __slots__ = ("_record", "_stale", "attempts", "events")
 
     def __init__(self, record: ExecutionRecord) -> None:
-        self.record = record
+        self._record = record
+        self._stale = False
         self.events: list[EventEntry] = []
         self.attempts: dict[tuple[str, bool, int], Attempt] = {}
+
+    @property
+    def record(self) -> ExecutionRecord:
+        if self._stale:
+            last = self.events[-1].sequence if self.events else 0
+            self._record = dataclasses.replace(self._record, last_sequence=last)
+            self._stale = False
+        return self._record
+
+    @record.setter
+    def record(self, record: ExecutionRecord) -> None:
+        self._record = record
+        self._stale = False
+
+    def appended(self) -> None:
+        """An event was appended: ``last_sequence`` is refreshed on the next read."""
+        self._stale = True
+
+    @property
+    def last_sequence(self) -> int:
+        return self.events[-1].sequence if self.events else 0
 
 
 class MemoryJournal:
@@ -74,7 +102,7 @@ class MemoryJournal:
         match entry:
             case EventEntry():
                 stored.events.append(entry)
-                stored.record = dataclasses.replace(stored.record, last_sequence=entry.sequence)
+                stored.appended()
                 for waiter in self._waiters.pop(entry.execution_id, ()):
                     if not waiter.done():
                         waiter.set_result(None)
@@ -132,7 +160,7 @@ class MemoryJournal:
 
     async def wait_events(self, execution_id: str, after: int, timeout: float) -> None:  # noqa: ASYNC109
         stored = self._executions.get(execution_id)
-        if stored is None or stored.record.last_sequence > after:
+        if stored is None or stored.last_sequence > after:
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(execution_id, []).append(waiter)
