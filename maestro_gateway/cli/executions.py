@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import grpc
-from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, json_format, timestamp_pb2
 from maestro.v1 import gateway_pb2 as pb
 from maestro.v1 import gateway_pb2_grpc
 
@@ -55,13 +54,13 @@ from maestro_gateway.engine.events import (
     StepSucceeded,
 )
 from maestro_gateway.model.durations import DurationError, parse_duration
+from maestro_gateway.server.convert import from_struct, from_value
 
 DEFAULT_TARGET = "127.0.0.1:50050"
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_LIMIT = 50
 MAX_PAGE_SIZE = 1000
 RPC_FAILED = 1
-MAX_SAFE_INTEGER = 2**53
 
 STATUSES: dict[str, int] = {
     name.removeprefix("EXECUTION_STATUS_").lower(): number
@@ -437,7 +436,7 @@ def describe(execution: pb.Execution) -> list[str]:
     if execution.labels:
         labels = ", ".join(f"{k}={v}" for k, v in sorted(execution.labels.items()))
         lines.append(f"labels     {labels}")
-    lines.append(f"input      {_compact(plain_struct(execution.input))}")
+    lines.append(f"input      {_compact(from_struct(execution.input))}")
     if not execution.HasField("result"):
         return lines
     result = result_from_proto(execution.result)
@@ -482,30 +481,6 @@ def seconds(value: timestamp_pb2.Timestamp | duration_pb2.Duration) -> float:
     return float(value.seconds) + float(value.nanos) / 1e9
 
 
-def plain(value: struct_pb2.Value) -> Any:
-    """A ``google.protobuf.Value`` as a plain value; integral doubles up to 2^53 become ints."""
-    kind = value.WhichOneof("kind")
-    if kind == "number_value":
-        number = value.number_value
-        if math.isfinite(number) and number.is_integer() and abs(number) <= MAX_SAFE_INTEGER:
-            return int(number)
-        return number
-    if kind == "string_value":
-        return value.string_value
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "struct_value":
-        return plain_struct(value.struct_value)
-    if kind == "list_value":
-        return [plain(item) for item in value.list_value.values]
-    return None
-
-
-def plain_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
-    """A ``google.protobuf.Struct`` as a plain dict (see :func:`plain`)."""
-    return {key: plain(item) for key, item in struct.fields.items()}
-
-
 def error_from_proto(error: pb.Error) -> ErrorInfo:
     """A ``maestro.v1.Error`` as an engine ``ErrorInfo`` (an unknown code name is UNKNOWN)."""
     try:
@@ -533,7 +508,7 @@ def result_from_proto(result: pb.ExecutionResult) -> ExecutionResult:
             step_id=step.step_id,
             status=StepStatus[pb.StepStatus.Name(step.status).removeprefix("STEP_STATUS_")],
             attempts=step.attempts,
-            output=plain(step.output),
+            output=from_value(step.output),
             error=_optional_error(step, "error"),
             duration=seconds(step.duration),
             compensation_error=_optional_error(step, "compensation_error"),
@@ -544,7 +519,7 @@ def result_from_proto(result: pb.ExecutionResult) -> ExecutionResult:
         execution_id=result.execution_id,
         workflow=result.workflow,
         status=ExecutionStatus[name],
-        output=plain(result.output),
+        output=from_value(result.output),
         error=_optional_error(result, "error"),
         steps=steps,
         started_at=seconds(result.start_time),
@@ -581,7 +556,7 @@ def event_from_proto(message: pb.ExecutionEvent) -> Event:
                 *head,
                 step_id=s.step_id,
                 attempt=s.attempt,
-                output=plain(s.output),
+                output=from_value(s.output),
                 duration=seconds(s.duration),
             )
         case "step_failed":
