@@ -28,15 +28,21 @@ class MaestroError(Exception):
 
 @dataclass(frozen=True, slots=True, order=True)
 class Diagnostic:
-    """One problem in a workflow file, at a 1-based line and column."""
+    """One problem in a workflow file, at a 1-based line and column.
+
+    ``severity`` is ``error``, or ``warning`` for a problem that does not stop the file from
+    loading where it is checked (an unset environment variable under ``maestro validate``).
+    """
 
     file: str
     line: int
     column: int
     message: str
+    severity: str = "error"
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}: {self.message}"
+        warning = "warning: " if self.severity == "warning" else ""
+        return f"{self.file}:{self.line}:{self.column}: {warning}{self.message}"
 
 
 class DefinitionError(MaestroError):

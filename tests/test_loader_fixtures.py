@@ -1,8 +1,12 @@
 """The workflow-language test table: every ``*.pass.yaml`` loads, every ``*.fail.yaml`` fails
-with exactly the diagnostics listed beside it in ``*.fail.txt`` (``line:col: message``)."""
+with exactly the diagnostics listed beside it in ``*.fail.txt`` (``line:col: message``).
+
+The table runs with the environment ``FIXTURE_ENV`` (``env.NAME`` in the fixtures), and with no
+variable whose name starts with ``MAESTRO_FIXTURE_UNSET``."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,22 @@ from maestro_gateway.model.types import Workflow
 FIXTURES = Path(__file__).parent / "fixtures" / "workflows"
 PASS = sorted(FIXTURES.glob("*.pass.yaml"))
 FAIL = sorted(FIXTURES.glob("*.fail.yaml"))
+FIXTURE_ENV = {
+    "CRM_TOKEN": "fixture-crm-token-4f1c",
+    "LEGAL_API_KEY": "fixture-legal-key-77aa",
+    "TENANT_ID": "fixture-tenant-19",
+    "REGION": "fixture-region-eu",
+    "FEATURE_RESERVE": "on",
+}
+
+
+@pytest.fixture(autouse=True)
+def fixture_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The variables the fixtures read are set; the ``MAESTRO_FIXTURE_UNSET*`` ones are not."""
+    for name, value in FIXTURE_ENV.items():
+        monkeypatch.setenv(name, value)
+    for name in [n for n in os.environ if n.startswith("MAESTRO_FIXTURE_UNSET")]:
+        monkeypatch.delenv(name)
 
 
 def test_the_table_is_large_enough() -> None:

@@ -8,6 +8,11 @@ Exit status: 0 SUCCEEDED; 1 FAILED or COMPENSATED; 3 COMPENSATION_FAILED; 2 usag
 error (an unreadable or invalid file, input that is not JSON or fails the workflow's schema, a bad
 ``--timeout``, a journal that cannot be used); 130 when interrupted (Ctrl-C cancels the
 execution, which compensates, prints its result, then exits; a second Ctrl-C stops at once).
+
+A workflow using an environment variable that is not set does not run (``file:line:col:
+environment variable NAME is not set``, status 2). Error messages in the progress lines and the
+result show each value read from the environment as ``***``, and so do the warnings any library
+logs on stderr; step outputs are printed as the services sent them.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from typing import Any, TextIO
@@ -45,6 +51,7 @@ from maestro_gateway.model.durations import DurationError, parse_duration
 from maestro_gateway.model.loader import load_file
 from maestro_gateway.model.schema import check_input
 from maestro_gateway.model.types import Workflow
+from maestro_gateway.redaction import RedactingFormatter
 
 INTERRUPTED = 130
 EXIT_CODES = {
@@ -218,6 +225,9 @@ def run(args: argparse.Namespace) -> int:
         except JournalError as exc:
             print(f"maestro execute: --journal: {exc}", file=sys.stderr)
             return USAGE_ERROR
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])  # a no-op when configured
     colour = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
     progress = Progress(sys.stderr, colour)
     try:

@@ -12,7 +12,10 @@ by a newer version, held by another gateway) ends the command with status 1 and 
 it, before anything listens.
 
 SIGTERM (or SIGINT) drains gracefully and exits 0; SIGHUP reloads the directory all or nothing.
-Logs go to stderr, one ``key=value`` line per event.
+Logs go to stderr, one ``key=value`` line per event. Every line, of every logger and level, is
+redacted: a value a workflow read from the environment (``env.NAME``) appears as ``***``. A
+workflow using a variable that is not set is not served (``workflow_invalid`` names the
+variable); the others are.
 """
 
 from __future__ import annotations
@@ -128,9 +131,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT; return the exit code."""
-    logging.basicConfig(
-        stream=sys.stderr, level=args.log_level.upper(), format=LOG_FORMAT, force=True
-    )
+    from maestro_gateway.redaction import RedactingFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter(LOG_FORMAT))
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler], force=True)
+    if args.log_level != "debug":
+        # httpx logs every request's URL, query string included, at INFO: payloads of GET steps.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     if bool(args.tls_cert) != bool(args.tls_key):
         print("maestro serve: --tls-cert and --tls-key go together", file=sys.stderr)
         return USAGE_ERROR

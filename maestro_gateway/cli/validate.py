@@ -6,6 +6,10 @@ file, line and column. A file that cannot be read is a problem of that file
 Exit status: 0 when every file is valid, 1 when any is not, 2 on a usage error (no file given).
 A one-line summary goes to stderr.
 
+An ``env.NAME`` whose variable is not set here is a warning, ``file:line:col: warning:
+environment variable NAME is not set``, which does not make the file invalid: secrets are often
+absent where files are checked (DESIGN §9). The variable is then checked as an empty string.
+
 With ``--connect`` every file that loads is also checked against the live schemas of its gRPC
 services (``maestro_gateway.cli.connect``): methods, request fields and value types, and field
 selections on gRPC outputs; loading one service's descriptors is bounded by
@@ -54,9 +58,12 @@ def validate_files(
     loaded = []
     for path in paths:
         try:
-            loaded.append(load_file(path))
+            workflow = load_file(path, env="warn")
         except DefinitionError as exc:
             problems.extend(exc.diagnostics)
+            continue
+        loaded.append(workflow)
+        problems.extend(workflow.warnings)
     if connect and loaded:
         from maestro_gateway.cli.connect import check_workflows
 
@@ -76,10 +83,16 @@ def run(args: argparse.Namespace) -> int:
     problems = validate_files(args.files, connect=args.connect, connect_timeout=timeout)
     for problem in problems:
         print(problem)
-    invalid = len({p.file for p in problems})
+    errors = [p for p in problems if p.severity != "warning"]
+    warnings = len(problems) - len(errors)
+    noted = f", {warnings} warning(s)" if warnings else ""
+    invalid = len({p.file for p in errors})
     total = len(args.files)
-    if problems:
-        print(f"{invalid} of {total} file(s) invalid, {len(problems)} problem(s)", file=sys.stderr)
+    if errors:
+        print(
+            f"{invalid} of {total} file(s) invalid, {len(errors)} problem(s){noted}",
+            file=sys.stderr,
+        )
         return 1
-    print(f"{total} file(s) valid", file=sys.stderr)
+    print(f"{total} file(s) valid{noted}", file=sys.stderr)
     return 0

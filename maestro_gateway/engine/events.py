@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from maestro_gateway.codes import Code
+from maestro_gateway.redaction import redact
 
 
 class ExecutionStatus(enum.Enum):
@@ -39,11 +40,21 @@ class StepStatus(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class ErrorInfo:
-    """A failure as reported everywhere: the step, the gRPC code and a message."""
+    """A failure as reported everywhere: the step, the gRPC code and a message.
+
+    Every failure the gateway reports passes through this type, so the message is redacted here,
+    once: each environment value a workflow read (``env.NAME``) becomes ``***``
+    (``maestro_gateway.redaction``), whatever quoted it (a rendered URL, an error body, CEL).
+    """
 
     step_id: str
     code: Code
     message: str
+
+    def __post_init__(self) -> None:
+        redacted = redact(self.message)
+        if redacted is not self.message:
+            object.__setattr__(self, "message", redacted)
 
     def as_value(self) -> dict[str, Any]:
         """The form seen by expressions and JSON output (``code`` as its name)."""

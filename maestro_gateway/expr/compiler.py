@@ -2,6 +2,11 @@
 
 CEL environments are cached per distinct set of declared names: the steps of a workflow share a
 handful of scopes, and building an environment costs more than compiling a small expression.
+
+``env`` (the gateway's environment, DESIGN §9) is declared as a ``map(string, string)`` so the
+type checker knows ``env.NAME`` is a string, and every use of it is checked here to be a literal
+``env.NAME``: the expression is compiled as written (columns stay exact) and its values are bound
+at load by the template (``maestro_gateway.expr.template``), never looked up per execution.
 """
 
 from __future__ import annotations
@@ -44,6 +49,17 @@ class Compiled:
     references: frozenset[str]
     result_type: str
     selected: Mapping[str, frozenset[str]]
+    env: tuple[tuple[str, int], ...] = ()
+    """Each ``env.NAME`` read, as (NAME, offset of ``env`` in ``source``), in order."""
+
+
+ENV = "env"
+"""The name under which expressions read the gateway's environment: only as ``env.NAME``."""
+
+ENV_RULE = (
+    "only a literal env.NAME can read the environment (an execution must never choose "
+    "which variable is read)"
+)
 
 
 _ENV_LOCK = threading.Lock()
@@ -60,7 +76,10 @@ def _env(names: frozenset[str]) -> Any:
         if env is None:
             if len(_ENVS) >= _MAX_ENVS:
                 _ENVS.clear()
-            env = cel.NewEnv(variables=dict.fromkeys(sorted(names), cel.Type.DYN))
+            variables = dict.fromkeys(sorted(names), cel.Type.DYN)
+            if ENV in variables:
+                variables[ENV] = cel.Type.Map(cel.Type.STRING, cel.Type.STRING)
+            env = cel.NewEnv(variables=variables)
             _ENVS[names] = env
         return env
 
@@ -140,11 +159,66 @@ def compile_expression(source: str, scope: Scope) -> tuple[Compiled | None, list
             if member is not None and member[0] not in scope.step_ids:
                 step_id, at = member
                 problems.append((at, scope.hints.get(step_id, f"unknown step '{step_id}'")))
+    env: list[tuple[str, int]] = []
+    if ENV in scope.names:
+        env, misused = env_references(tokens, roots)
+        problems.extend(misused)
     if problems:
         return None, sorted(set(problems))
-    references = frozenset(tokens[k].text for k in roots) & scope.names
+    references = frozenset(tokens[k].text for k in roots) & scope.names - {ENV}
     result_type = str(program.return_type().name())
-    return Compiled(source, program, tokens, references, result_type, _selected(tokens, roots)), []
+    selected = _selected(tokens, roots)
+    selected.pop(ENV, None)
+    return (
+        Compiled(source, program, tokens, references, result_type, selected, tuple(env)),
+        [],
+    )
+
+
+def env_references(
+    tokens: list[Token], roots: list[int]
+) -> tuple[list[tuple[str, int]], list[tuple[int, str]]]:
+    """Every ``env.NAME`` among the references, and every other use of ``env`` as a problem.
+
+    Allowed: ``env.NAME`` and ``.env.NAME`` with NAME an identifier, anywhere an expression may
+    stand. Refused: ``env`` alone, ``env[…]``, a method called on ``env`` and ``has(env.NAME)``
+    (a variable is read at load, and an unset one is a load error: there is nothing to test).
+
+    Returns:
+        (NAME, offset of ``env``) for each literal read, and (offset, message) for each misuse.
+    """
+    found: list[tuple[str, int]] = []
+    problems: list[tuple[int, str]] = []
+    for k in roots:
+        tok = tokens[k]
+        if tok.text != ENV:
+            continue
+        literal = (
+            k + 2 < len(tokens)
+            and tokens[k + 1].kind == "."
+            and tokens[k + 2].kind == "ident"
+            and not (k + 3 < len(tokens) and tokens[k + 3].kind == "(")
+        )
+        if not literal:
+            problems.append((tok.start, f"dynamic use of env: {ENV_RULE}"))
+            continue
+        before = k - 1 if k > 0 and tokens[k - 1].kind == "." else k
+        if (
+            before >= 2
+            and tokens[before - 1].kind == "("
+            and tokens[before - 2].kind == "ident"
+            and tokens[before - 2].text == "has"
+        ):
+            problems.append(
+                (
+                    tok.start,
+                    "has() cannot test an environment variable: env.NAME is read when the "
+                    "workflow loads, and one that is not set is a load error",
+                )
+            )
+            continue
+        found.append((tokens[k + 2].text, tok.start))
+    return found, problems
 
 
 def _selected(tokens: list[Token], roots: list[int]) -> dict[str, frozenset[str]]:

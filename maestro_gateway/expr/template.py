@@ -8,6 +8,10 @@ names they read.
 Constants and values taken straight from the context are returned as they are, not copied: the
 rendered value may share structure with the definition or the context, and callers treat it as
 immutable (copying on every render would cost more than the expression itself).
+
+``env.NAME`` (DESIGN §9) is bound when the template is compiled: the caller passes the values
+of the environment, each expression keeps only the variables it names literally, and evaluation
+hands CEL that fixed map. An execution's context cannot reach the environment.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from maestro_gateway.errors import EvaluationError
-from maestro_gateway.expr.compiler import Compiled, Scope, compile_expression
+from maestro_gateway.expr.compiler import ENV, Compiled, Scope, compile_expression
 from maestro_gateway.expr.scan import Segment, split_template
 from maestro_gateway.expr.values import from_cel, plain, reason, to_text, type_name, walk_path
 
@@ -33,10 +37,13 @@ class TemplateProblem:
     Attributes:
         offset: 0-based character offset in the source string where the problem is.
         message: what is wrong, e.g. ``undeclared reference to 'nosuch'``.
+        unset_env: the variable's name when the problem is an ``env.NAME`` that is not set
+            (callers may treat it as a warning and compile again with a placeholder).
     """
 
     offset: int
     message: str
+    unset_env: str = ""
 
 
 class TemplateSyntaxError(Exception):
@@ -50,12 +57,14 @@ class TemplateSyntaxError(Exception):
 class _Expression:
     """One compiled expression; evaluation returns plain Python or raises EvaluationError."""
 
-    __slots__ = ("_compiled", "_inputs", "_path", "references", "source")
+    __slots__ = ("_compiled", "_env", "_inputs", "_path", "env_names", "references", "source")
 
-    def __init__(self, compiled: Compiled) -> None:
+    def __init__(self, compiled: Compiled, env: Mapping[str, str] | None = None) -> None:
         self._compiled = compiled
         self.source = compiled.source.strip()
         self.references = compiled.references
+        self._env = dict(env) if env is not None and compiled.env else None
+        self.env_names = frozenset(name for name, _ in compiled.env)
         self._inputs = tuple(
             (name, compiled.selected.get(name)) for name in sorted(compiled.references)
         )
@@ -80,6 +89,8 @@ class _Expression:
                 if fields is not None and isinstance(value, dict):
                     value = {f: value[f] for f in fields if f in value}
                 data[name] = value
+        if self._env is not None:
+            data[ENV] = self._env
         try:
             value = self._compiled.program.eval(data=data)
             if value.type().name() != "ERROR":
@@ -95,15 +106,23 @@ class Template(ABC):
 
     Attributes:
         is_constant: true when there is nothing to evaluate (render returns the literal).
-        references: top-level names the template reads (leading dots stripped).
+        references: top-level names of the context the template reads (leading dots stripped;
+            ``env`` is not one of them: its values are part of the template).
         expressions: the source text of each ``{{ … }}`` inside, in order.
+        env_names: the environment variables the template reads (``env.NAME``).
     """
 
-    __slots__ = ("expressions", "is_constant", "references")
+    __slots__ = ("env_names", "expressions", "is_constant", "references")
 
-    def __init__(self, references: frozenset[str], expressions: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        references: frozenset[str],
+        expressions: tuple[str, ...],
+        env_names: frozenset[str] = frozenset(),
+    ) -> None:
         self.references = references
         self.expressions = expressions
+        self.env_names = env_names
         self.is_constant = not expressions
 
     @abstractmethod
@@ -140,7 +159,7 @@ class _Single(Template):
     __slots__ = ("_expr",)
 
     def __init__(self, expr: _Expression) -> None:
-        super().__init__(expr.references, (expr.source,))
+        super().__init__(expr.references, (expr.source,), expr.env_names)
         self._expr = expr
 
     def render(self, context: Mapping[str, Any]) -> Any:
@@ -156,7 +175,9 @@ class _Interpolated(Template):
     def __init__(self, parts: list[str | _Expression]) -> None:
         exprs = [p for p in parts if isinstance(p, _Expression)]
         super().__init__(
-            frozenset().union(*(e.references for e in exprs)), tuple(e.source for e in exprs)
+            frozenset().union(*(e.references for e in exprs)),
+            tuple(e.source for e in exprs),
+            frozenset().union(*(e.env_names for e in exprs)),
         )
         self._parts = tuple(parts)
 
@@ -173,6 +194,7 @@ class _Mapping(Template):
         super().__init__(
             frozenset().union(*(t.references for t in items.values())),
             tuple(e for t in items.values() for e in t.expressions),
+            frozenset().union(*(t.env_names for t in items.values())),
         )
         self._items = tuple(items.items())
 
@@ -193,6 +215,7 @@ class _Sequence(Template):
         super().__init__(
             frozenset().union(*(t.references for t in items)),
             tuple(e for t in items for e in t.expressions),
+            frozenset().union(*(t.env_names for t in items)),
         )
         self._items = tuple(items)
 
@@ -211,15 +234,17 @@ class Condition:
 
     Attributes:
         expression: the CEL source.
-        references: top-level names the condition reads.
+        references: top-level names of the context the condition reads.
+        env_names: the environment variables it reads (``env.NAME``).
     """
 
-    __slots__ = ("_expr", "expression", "references")
+    __slots__ = ("_expr", "env_names", "expression", "references")
 
     def __init__(self, expr: _Expression) -> None:
         self._expr = expr
         self.expression = expr.source
         self.references = expr.references
+        self.env_names = expr.env_names
 
     def evaluate(self, context: Mapping[str, Any]) -> bool:
         """Evaluate in ``context``.
@@ -239,15 +264,38 @@ class Condition:
 
 
 def _compile_segment(
-    segment: Segment, scope: Scope, problems: list[TemplateProblem]
+    segment: Segment,
+    scope: Scope,
+    problems: list[TemplateProblem],
+    env: Mapping[str, str] | None,
 ) -> _Expression | None:
     compiled, found = compile_expression(segment.text, scope)
     problems.extend(TemplateProblem(segment.start + at, message) for at, message in found)
-    return _Expression(compiled) if compiled is not None else None
+    if compiled is None:
+        return None
+    values: dict[str, str] = {}
+    unset = False
+    for name, at in compiled.env:
+        value = None if env is None else env.get(name)
+        if value is None:
+            problems.append(
+                TemplateProblem(
+                    segment.start + at, f"environment variable {name} is not set", unset_env=name
+                )
+            )
+            unset = True
+        else:
+            values[name] = value
+    return None if unset else _Expression(compiled, values)
 
 
-def compile_string(text: str, scope: Scope) -> Template:
+def compile_string(text: str, scope: Scope, env: Mapping[str, str] | None = None) -> Template:
     """Compile a string that may hold ``{{ … }}`` templates.
+
+    Args:
+        text: the definition string.
+        scope: the names its expressions may read.
+        env: the environment ``env.NAME`` reads (only the names used are kept); None reads none.
 
     Raises:
         TemplateSyntaxError: with every problem of the string, in order of offset.
@@ -261,7 +309,7 @@ def compile_string(text: str, scope: Scope) -> Template:
         if not segment.is_expr:
             parts.append(segment.text)
         elif segment.text.strip():
-            expr = _compile_segment(segment, scope, problems)
+            expr = _compile_segment(segment, scope, problems, env)
             if expr is not None:
                 parts.append(expr)
     if problems:
@@ -272,8 +320,10 @@ def compile_string(text: str, scope: Scope) -> Template:
     return _Interpolated(parts)
 
 
-def compile_condition(text: str, scope: Scope) -> Condition:
+def compile_condition(text: str, scope: Scope, env: Mapping[str, str] | None = None) -> Condition:
     """Compile a condition: ``"{{ expr }}"`` or a bare CEL expression.
+
+    ``env`` is as for :func:`compile_string`.
 
     Raises:
         TemplateSyntaxError: the expression does not compile, mixes text with templates, or is
@@ -295,7 +345,7 @@ def compile_condition(text: str, scope: Scope) -> Condition:
     if not segment.text.strip():
         problems.append(TemplateProblem(segment.open_offset, "empty condition"))
         raise TemplateSyntaxError(problems)
-    expr = _compile_segment(segment, scope, problems)
+    expr = _compile_segment(segment, scope, problems, env)
     if expr is None:
         raise TemplateSyntaxError(problems)
     result = expr._compiled.result_type

@@ -3,6 +3,14 @@
 Every reader checks one node, reports what is wrong at the node's position and returns None
 instead of raising, so one pass over the file collects every problem. Field paths in messages
 (``services.inventory.retry.attempts``) say where the problem is even without the position.
+
+Templates read the gateway's environment (``env.NAME``, DESIGN §9) through the context, once per
+variable and load, under one of three policies (``EnvPolicy``): ``require`` (an unset variable
+is an error: serve, execute, recovery), ``warn`` (a warning, and the template is compiled with an
+empty value: ``maestro validate``) and ``skip`` (the environment is not read at all, every
+variable is an empty value: ``maestro graph`` and the ``ValidateWorkflow`` RPC, which check a
+text that may run elsewhere). Every value read is registered for redaction
+(``maestro_gateway.redaction``).
 """
 
 from __future__ import annotations
@@ -10,8 +18,8 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Collection, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from typing import Any, Literal, TypeVar
 
 from maestro_gateway import expr
 from maestro_gateway.errors import Diagnostic
@@ -32,8 +40,67 @@ from maestro_gateway.model.yamlnodes import (
     position,
     to_python,
 )
+from maestro_gateway.redaction import SECRETS
 
 _INDENT = re.compile(r"[ ]*")
+_T = TypeVar("_T")
+
+EnvPolicy = Literal["require", "warn", "skip"]
+"""What an unset ``env.NAME`` is at load: an error, a warning, or not looked up at all."""
+
+
+class _Environment(Mapping[str, str]):
+    """The environment as templates see it during one load: each variable read once.
+
+    ``placeholder`` answers an empty string for a variable that is not set (or for every
+    variable when the policy is ``skip``), so a template can be compiled without its value.
+    """
+
+    def __init__(self, source: Mapping[str, str], policy: EnvPolicy) -> None:
+        self._source = source
+        self._policy = policy
+        self.read: dict[str, str | None] = {}
+        self.placeholder = _Placeholder(self)
+
+    def __getitem__(self, name: str) -> str:
+        value = self.lookup(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def lookup(self, name: str) -> str | None:
+        """The value of ``name`` (None when unset), read from the source at most once."""
+        if self._policy == "skip":
+            return None
+        if name not in self.read:
+            value = self._source.get(name)
+            self.read[name] = value
+            if value is not None:
+                SECRETS.add([value])
+        return self.read[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(k for k, v in self.read.items() if v is not None)
+
+    def __len__(self) -> int:
+        return sum(v is not None for v in self.read.values())
+
+
+class _Placeholder(Mapping[str, str]):
+    """The environment with an empty string for every variable that is not set."""
+
+    def __init__(self, env: _Environment) -> None:
+        self._env = env
+
+    def __getitem__(self, name: str) -> str:
+        value = self._env.lookup(name)
+        return "" if value is None else value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._env)
+
+    def __len__(self) -> int:
+        return len(self._env)
 
 
 def did_you_mean(word: str, choices: Collection[str]) -> str:
@@ -51,15 +118,29 @@ class LoadContext:
         path: the file name used in diagnostics, exactly as given.
         base_dir: the directory relative file paths in the workflow are resolved against.
         check_files: whether referenced files (TLS, descriptors) must exist.
+        env_policy: what an unset ``env.NAME`` is (see the module docstring).
         diagnostics: every problem found so far.
+        warnings: problems that do not stop the file from loading (``env_policy`` ``warn``).
     """
 
-    def __init__(self, path: str, text: str, base_dir: str, *, check_files: bool) -> None:
+    def __init__(
+        self,
+        path: str,
+        text: str,
+        base_dir: str,
+        *,
+        check_files: bool,
+        env_policy: EnvPolicy = "skip",
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         self.path = path
         self.lines = text.splitlines()
         self.base_dir = base_dir
         self.check_files = check_files
+        self.env_policy: EnvPolicy = env_policy
+        self.env = _Environment(os.environ if environ is None else environ, env_policy)
         self.diagnostics: list[Diagnostic] = []
+        self.warnings: list[Diagnostic] = []
 
     # -- reporting ---------------------------------------------------------------------------
 
@@ -70,6 +151,10 @@ class LoadContext:
     def error(self, node: Node, message: str) -> None:
         """Record a problem at the start of ``node``."""
         self.error_at(position(node), message)
+
+    def warning_at(self, pos: Position, message: str) -> None:
+        """Record a warning at ``pos`` (it does not make the file invalid)."""
+        self.warnings.append(Diagnostic(self.path, pos.line, pos.column, message, "warning"))
 
     def offset_position(self, node: ScalarNode, offset: int) -> Position:
         """Where character ``offset`` of a scalar's value is in the file.
@@ -152,14 +237,28 @@ class LoadContext:
 
     # -- scalars -----------------------------------------------------------------------------
 
-    def string(self, node: Node, where: str, *, scalars: bool = False) -> str | None:
-        """A non-empty string; with ``scalars`` a number or boolean is taken as its text."""
+    def string(
+        self, node: Node, where: str, *, scalars: bool = False, braces: bool = False
+    ) -> str | None:
+        """A non-empty string; with ``scalars`` a number or boolean is taken as its text.
+
+        No string read here is a template, so one holding ``{{`` is refused (an ``env.NAME`` in
+        an endpoint would otherwise be sent as written), unless ``braces`` allows it (free text
+        such as a description).
+        """
         accepted = (STR, INT, FLOAT, BOOL) if scalars else (STR,)
         if not isinstance(node, ScalarNode) or node.tag not in accepted:
             self.error(node, f"{where}: expected a string, got {kind(node)}")
             return None
         if not node.value.strip():
             self.error(node, f"{where}: must not be empty")
+            return None
+        if not braces and "{{" in node.value:
+            self.error(
+                node,
+                f"{where}: templates are not evaluated here; {{{{ … }}}} (env.NAME included) "
+                "works in input, output, metadata/headers, an HTTP method's path and when",
+            )
             return None
         return str(node.value)
 
@@ -291,24 +390,47 @@ class LoadContext:
         self, node: ScalarNode, text: str, offset: int, scope: expr.Scope, where: str
     ) -> expr.Template | None:
         """Compile ``text`` (found at ``offset`` in ``node``'s value) as a template string."""
-        try:
-            return expr.compile_string(text, scope)
-        except expr.TemplateSyntaxError as exc:
-            for problem in exc.problems:
-                pos = self.offset_position(node, offset + problem.offset)
-                self.error_at(pos, f"{where}: {problem.message}")
-            return None
+        return self._compile(node, offset, where, lambda env: expr.compile_string(text, scope, env))
 
     def condition(self, node: Node, scope: expr.Scope, where: str) -> expr.Condition | None:
         """Compile a ``when`` condition (``{{ expr }}`` or a bare CEL expression)."""
         if not isinstance(node, ScalarNode) or node.tag not in (STR, BOOL):
             self.error(node, f"{where}: expected an expression string, got {kind(node)}")
             return None
+        text = str(node.value)
+        return self._compile(node, 0, where, lambda env: expr.compile_condition(text, scope, env))
+
+    def _compile(
+        self,
+        node: ScalarNode,
+        offset: int,
+        where: str,
+        build: Callable[[Mapping[str, str]], _T],
+    ) -> _T | None:
+        """Run ``build`` with the environment; report its problems at their positions.
+
+        An unset variable is reported without the field path (``environment variable X is not
+        set``): an error, or under the ``warn`` policy a warning, after which the template is
+        built again with an empty value so that the rest of the file is still checked.
+        """
+        env: Mapping[str, str] = self.env.placeholder if self.env_policy == "skip" else self.env
         try:
-            return expr.compile_condition(str(node.value), scope)
+            return build(env)
         except expr.TemplateSyntaxError as exc:
+            failed = False
             for problem in exc.problems:
-                self.error_at(
-                    self.offset_position(node, problem.offset), f"{where}: {problem.message}"
-                )
+                pos = self.offset_position(node, offset + problem.offset)
+                if not problem.unset_env:
+                    self.error_at(pos, f"{where}: {problem.message}")
+                    failed = True
+                elif self.env_policy == "warn":
+                    self.warning_at(pos, problem.message)
+                else:
+                    self.error_at(pos, problem.message)
+                    failed = True
+            if failed:
+                return None
+        try:
+            return build(self.env.placeholder)
+        except expr.TemplateSyntaxError:  # pragma: no cover - only unset variables failed
             return None

@@ -5,13 +5,20 @@ raise ``DefinitionError`` carrying *every* problem of the file, each at its 1-ba
 column: YAML syntax, duplicate keys, unknown keys (with a did-you-mean), missing or mistyped
 fields, invalid durations and policies, unknown services, malformed methods, duplicate step ids,
 output-name collisions, an invalid input schema and every expression problem (syntax, unknown
-names, references to steps that cannot have run yet).
+names, references to steps that cannot have run yet, a dynamic use of ``env``).
+
+``env.NAME`` reads the process environment once, at load (DESIGN §9). ``env`` chooses what an
+unset variable is: ``"require"`` (the default: an error, as for ``maestro serve``, ``maestro
+execute`` and recovery), ``"warn"`` (a warning in ``Workflow.warnings``, the variable compiled as
+an empty string: ``maestro validate``) or ``"skip"`` (the environment is not read; every variable
+is an empty string: for a text checked or drawn away from the gateway that will run it).
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import jsonschema
@@ -19,7 +26,7 @@ import jsonschema.validators
 
 from maestro_gateway import expr
 from maestro_gateway.errors import DefinitionError, Diagnostic
-from maestro_gateway.model.context import LoadContext
+from maestro_gateway.model.context import EnvPolicy, LoadContext
 from maestro_gateway.model.scopes import Scopes
 from maestro_gateway.model.services import read_service
 from maestro_gateway.model.steps import StepReader
@@ -51,11 +58,14 @@ NAME = re.compile(r"[A-Za-z0-9_.-]+")
 DEFAULT_COMPENSATION_TIMEOUT = 60.0
 
 
-def load_file(path: str) -> Workflow:
+def load_file(
+    path: str, *, env: EnvPolicy = "require", environ: Mapping[str, str] | None = None
+) -> Workflow:
     """Read and validate the workflow file at ``path``.
 
     Relative paths inside the workflow (TLS files, descriptors) are resolved against the file's
-    directory and must exist.
+    directory and must exist. ``env`` is the policy for unset environment variables (module
+    docstring); ``environ`` replaces ``os.environ`` as the environment read.
 
     Raises:
         DefinitionError: every problem found, including ``cannot read`` when the file cannot be
@@ -68,25 +78,43 @@ def load_file(path: str) -> Workflow:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise DefinitionError([Diagnostic(path, 1, 1, f"cannot read: {reason}")]) from exc
     base_dir = os.path.dirname(os.path.abspath(path))
-    return _load(text, path, base_dir, check_files=True)
+    return _load(text, path, base_dir, check_files=True, env=env, environ=environ)
 
 
-def load_string(text: str, path: str = "<string>") -> Workflow:
+def load_string(
+    text: str,
+    path: str = "<string>",
+    *,
+    env: EnvPolicy = "require",
+    environ: Mapping[str, str] | None = None,
+) -> Workflow:
     """Validate workflow ``text``; ``path`` names it in diagnostics.
 
     Relative paths inside the workflow are resolved against the directory of ``path`` (the
     current directory for ``<string>``); their existence is not checked, because the text may
-    be validated away from the machine that will run it.
+    be validated away from the machine that will run it. ``env`` and ``environ`` are as for
+    :func:`load_file` (recovery loads a stored definition with the default, so the environment
+    is read again then).
 
     Raises:
         DefinitionError: every problem found.
     """
     base_dir = os.path.dirname(os.path.abspath(path)) if path != "<string>" else os.getcwd()
-    return _load(text, path, base_dir, check_files=False)
+    return _load(text, path, base_dir, check_files=False, env=env, environ=environ)
 
 
-def _load(text: str, path: str, base_dir: str, *, check_files: bool) -> Workflow:
-    ctx = LoadContext(path, text, base_dir, check_files=check_files)
+def _load(
+    text: str,
+    path: str,
+    base_dir: str,
+    *,
+    check_files: bool,
+    env: EnvPolicy,
+    environ: Mapping[str, str] | None,
+) -> Workflow:
+    ctx = LoadContext(
+        path, text, base_dir, check_files=check_files, env_policy=env, environ=environ
+    )
     try:
         root = compose(text)
     except yaml.MarkedYAMLError as exc:
@@ -108,7 +136,7 @@ def _load(text: str, path: str, base_dir: str, *, check_files: bool) -> Workflow
         )
     workflow = _workflow(ctx, root, text)
     if ctx.diagnostics or workflow is None:
-        raise DefinitionError(ctx.diagnostics)
+        raise DefinitionError(ctx.diagnostics + ctx.warnings)
     return workflow
 
 
@@ -126,7 +154,7 @@ def _workflow(ctx: LoadContext, root: Node, text: str) -> Workflow | None:
         values["name"] = name
     for key in ("version", "description"):
         if key in fields and not is_null(fields[key]):
-            values[key] = ctx.string(fields[key], key, scalars=True)
+            values[key] = ctx.string(fields[key], key, scalars=True, braces=key == "description")
     if "timeout" in fields:
         values["timeout"] = ctx.duration(fields["timeout"], "timeout")
     values["compensation_timeout"] = DEFAULT_COMPENSATION_TIMEOUT
@@ -165,6 +193,7 @@ def _workflow(ctx: LoadContext, root: Node, text: str) -> Workflow | None:
         output=output,
         source=text,
         path=ctx.path,
+        warnings=tuple(sorted(ctx.warnings)),
         **values,
     )
 

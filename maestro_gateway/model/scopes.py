@@ -14,7 +14,9 @@ Rules (DESIGN §3):
   so its output is not guaranteed to exist;
 * the workflow ``output`` sees every step;
 * service ``metadata``/``headers`` are shared by every step calling the service, so they see only
-  ``input`` and ``workflow``.
+  ``input`` and ``workflow``;
+* every scope also has ``env``, the gateway's environment, read only as a literal ``env.NAME``
+  (DESIGN §9; its values are bound at load, not taken from the execution's context).
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ from dataclasses import dataclass
 
 from maestro_gateway import expr
 
-RESERVED = frozenset({"input", "workflow", "steps", "error"})
+RESERVED = frozenset({"input", "workflow", "steps", "error", "env"})
 """Top-level names owned by the gateway; no step output may take them."""
 
-_BASE = frozenset({"input", "workflow", "steps"})
+_BASE = frozenset({"input", "workflow", "steps", "env"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,15 +63,15 @@ class Scopes:
         return self._scope(None, list(self._steps), _BASE, compensation=False)
 
     def service(self) -> expr.Scope:
-        """The scope of service ``metadata``/``headers``: only ``input`` and ``workflow``."""
+        """The scope of service ``metadata``/``headers``: only ``input``, ``workflow`` and ``env``."""
         hints = {
-            s.output: f"service metadata and headers can read only 'input' and 'workflow', "
+            s.output: f"service metadata and headers can read only 'input', 'workflow' and 'env', "
             f"not step outputs such as '{s.output}'; set metadata on the step instead"
             for s in self._steps
         }
-        hints["steps"] = "service metadata and headers can read only 'input' and 'workflow'"
+        hints["steps"] = "service metadata and headers can read only 'input', 'workflow' and 'env'"
         hints["error"] = "'error' is only defined inside compensations"
-        return expr.Scope(frozenset({"input", "workflow"}), frozenset(), hints)
+        return expr.Scope(frozenset({"input", "workflow", "env"}), frozenset(), hints)
 
     def _scope(
         self,

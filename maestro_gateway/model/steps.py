@@ -78,6 +78,8 @@ _GRPC_BARE = re.compile(_IDENT)
 _GRPC_SLASH = re.compile(rf"({_IDENT}(?:\.{_IDENT})*)/({_IDENT})")
 _GRPC_DOTTED = re.compile(rf"({_IDENT}(?:\.{_IDENT})+)\.({_IDENT})")
 _HTTP = re.compile(r"(?:([A-Za-z]+)\s+)?(/.*)", re.DOTALL)
+# Maestro.go's HTTP method without a verb or a slash: POST /api/<name in lower case>.
+_HTTP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 
 
 @dataclass
@@ -214,7 +216,7 @@ class StepReader:
         if name in RESERVED:
             self.ctx.error(
                 node,
-                f"{where}: '{name}' is reserved (input, workflow, steps and error are built-in names)",
+                f"{where}: '{name}' is reserved (input, workflow, steps, error and env are built-in names)",
             )
             return None
         if name in self._outputs:
@@ -372,11 +374,14 @@ class StepReader:
             return None
         if service.type == "grpc":
             return self._grpc_method(node, text, where, service)
+        if _HTTP_NAME.fullmatch(text):
+            return self._http_name(node, text, where)
         match = _HTTP.fullmatch(text)
         if match is None:
             self.ctx.error(
                 node,
-                f"{where}: '{text}' is not an HTTP method; write 'VERB /path' or '/path' (POST)",
+                f"{where}: '{text}' is not an HTTP method; write 'VERB /path', '/path' (POST) "
+                "or a name (POST /api/<name in lower case>)",
             )
             return None
         verb = (match.group(1) or "POST").upper()
@@ -389,6 +394,22 @@ class StepReader:
         offset = len(node.value) - len(node.value.lstrip()) + match.start(2)
         path = self.ctx.compile_text(node, match.group(2), offset, scope, where)
         return None if path is None else HttpMethod(verb, path, match.group(2))
+
+    def _http_name(self, node: ScalarNode, text: str, where: str) -> HttpMethod | None:
+        """Maestro.go's rule for a method without a verb or a slash: ``POST /api/<lower>``.
+
+        A verb alone (``GET``, ``delete``) is refused: it is a path forgotten far more often
+        than an endpoint called ``/api/get``.
+        """
+        if text.upper() in HTTP_VERBS:
+            self.ctx.error(
+                node,
+                f"{where}: '{text}' is an HTTP verb without a path; write '{text.upper()} /path' "
+                f"(or 'POST /api/{text.lower()}', which is what Maestro.go makes of it)",
+            )
+            return None
+        path = f"/api/{text.lower()}"
+        return HttpMethod("POST", expr.constant(path), path)
 
     def _grpc_method(
         self, node: ScalarNode, text: str, where: str, service: Service

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from maestro_gateway.codes import DEFAULT_RETRY_CODES, Code
+from maestro_gateway.errors import Diagnostic
 
 if TYPE_CHECKING:
     from jsonschema.protocols import Validator
@@ -99,6 +100,11 @@ class ProtoFilesSource:
 
 DescriptorSource = ReflectionSource | ProtosetSource | ProtoFilesSource
 
+ServiceProtocol = Literal["auto", "grpc", "maestro-go"]
+"""How a gRPC service's methods are called (DESIGN §9): its own methods (``grpc``), through
+Maestro.go's envelope ``maestro.v1.MaestroService`` (``maestro-go``), or decided by the
+gateway when the service's descriptors first load (``auto``)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Service:
@@ -116,6 +122,7 @@ class Service:
         tls: client TLS (gRPC) or None for plaintext.
         metadata: gRPC metadata or HTTP headers; values are templates (static ones are constants).
         descriptors: where gRPC method descriptors come from.
+        protocol: how gRPC methods are called (see ``ServiceProtocol``); always ``auto`` for HTTP.
     """
 
     name: str
@@ -128,6 +135,7 @@ class Service:
     tls: TLSConfig | None = None
     metadata: Mapping[str, Template] = field(default_factory=dict)
     descriptors: DescriptorSource = ReflectionSource()
+    protocol: ServiceProtocol = "auto"
     position: Position = NOWHERE
 
 
@@ -152,7 +160,9 @@ class GrpcMethod:
 class HttpMethod:
     """An HTTP method reference ``VERB /path``; the path may hold templates.
 
-    ``source`` is the path as written in the file (for diagrams and messages).
+    ``source`` is the path as written in the file (for diagrams and messages). A method written
+    as a bare name (Maestro.go's form, ``SendOrderConfirmation``) is ``POST /api/<name in lower
+    case>``, and ``source`` is that path.
     """
 
     verb: str
@@ -225,6 +235,8 @@ class Workflow:
         output: the workflow output template, or None for the map of every step output.
         source: the YAML text.
         path: the file it was loaded from, as given (or ``<string>``).
+        warnings: problems that did not stop it from loading (an unset environment variable
+            when loaded with ``env="warn"``).
     """
 
     name: str
@@ -238,6 +250,7 @@ class Workflow:
     output: Template | None = None
     source: str = ""
     path: str = "<string>"
+    warnings: tuple[Diagnostic, ...] = field(default=(), compare=False, repr=False)
     input_validator: Validator | None = field(init=False, default=None, compare=False, repr=False)
     """Derived from ``input_schema`` when the workflow is built (checking inputs is per request)."""
 

@@ -86,13 +86,15 @@ def load_directory(
 def validate_source(source: str) -> list[Diagnostic]:
     """Return every problem of the workflow definition ``source`` (empty when it is valid).
 
-    Files the text refers to (descriptor sets, TLS files) are not required to exist: the text
-    may be checked away from the machine that will run it.
+    Files the text refers to (descriptor sets, TLS files) are not required to exist, and the
+    gateway's environment is not read (``env.NAME`` is checked for its form only): the text may
+    be checked away from the machine that will run it, and a caller must not learn which
+    variables this gateway has.
     """
     from maestro_gateway.model.loader import load_string
 
     try:
-        load_string(source)
+        load_string(source, env="skip")
     except DefinitionError as exc:
         return list(exc.diagnostics)
     return []
