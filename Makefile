@@ -31,14 +31,16 @@ $(NODE_STAMP): demo/node/package.json
 
 node: $(NODE_STAMP)
 
-# The walk-through: the demo services and `maestro serve --port 50050`, then three checkouts
-# through Execute (success, a compensated failure, retries). SHOWCASE_ARGS="--keep" leaves it all
+# The walk-through: the demo services and `maestro serve --port 50050`, then checkouts through
+# Execute (success, a compensated failure, retries, a gateway killed mid-call) and a Maestro.go
+# workflow against a service on Maestro.go's envelope. SHOWCASE_ARGS="--keep" leaves it all
 # running until Ctrl-C; SHOWCASE_ARGS="--free-ports" avoids the fixed ports.
 demo: $(STAMP) node
 	$(PY) -m demo.showcase $(SHOWCASE_ARGS)
 
-# The four demo services (inventory 50051, payments 50052, shipping 50053, mailer 8081) in the
-# foreground; Ctrl-C or SIGTERM stops them all. DEMO_ARGS="--base-port 60051" moves the ports.
+# The five demo services (inventory 50051, payments 50052, shipping 50053, mailer 8081, loyalty
+# 50054) in the foreground; Ctrl-C or SIGTERM stops them all. DEMO_ARGS="--base-port 60051" moves
+# the ports.
 demo-services: $(STAMP) node
 	$(PY) -m demo.run $(DEMO_ARGS)
 

@@ -39,7 +39,7 @@ from maestro_gateway.engine.executor import Engine
 from maestro_gateway.journal import Journal, MemoryJournal, SqliteJournal
 from maestro_gateway.model.loader import load_string
 from maestro_gateway.model.types import Service, Workflow
-from maestro_gateway.transports.base import Metadata, Transport
+from maestro_gateway.transports.base import CallInfo, Metadata, Transport
 
 WORKFLOW = Path(__file__).resolve().parent / "workflows" / "bench_grpc.yaml"
 INPUT = {
@@ -72,6 +72,7 @@ class CannedTransport:
         *,
         timeout: float | None,  # noqa: ASYNC109 - the Transport protocol's signature
         metadata: Metadata,
+        info: CallInfo | None = None,
     ) -> Any:
         """Return the canned response for ``method`` (``pkg.Svc/Name`` or ``Name``)."""
         return CANNED[method.rsplit("/", 1)[-1]]

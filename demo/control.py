@@ -6,7 +6,7 @@ stack-neutral logic behind it; the grpcio, grpclib and aiohttp adapters translat
 :class:`DemoError` into their own errors at their boundary, and ``demo/node/control.js`` mirrors
 it line for line for the Node.js service.
 
-Semantics, identical in all four services:
+Semantics, identical in all five services:
 
 - Rules are matched in the order they were added, by method name (an empty name matches every
   method); the first rule with uses left applies. ``times`` 0 means every call, otherwise the rule
@@ -16,13 +16,18 @@ Semantics, identical in all four services:
 - Every business call is recorded when it arrives (method, request as proto3 JSON text with the
   proto field names, selected metadata) and finished with its outcome: ``OK``, the code it failed
   with, or ``CANCELLED`` when the caller went away (including during an injected delay). A call
-  still in flight has an empty outcome and ``ended_unix_ms`` 0.
+  still in flight has an empty outcome and ``ended_unix_ms`` 0. A service on Maestro.go's
+  envelope records the method named in the request, and the RPC that carried it (``rpc``).
+
+The plane is thread-safe: the envelope demo service (``demo.loyalty``) runs its handlers on a
+thread pool, with :meth:`ControlPlane.handle_blocking`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -116,6 +121,7 @@ class CallRecord:
     outcome: str = ""
     started_unix_ms: int = 0
     ended_unix_ms: int = 0
+    rpc: str = ""
 
 
 def make_rule(
@@ -178,17 +184,20 @@ def make_rule(
     )
 
 
-def select_metadata(pairs: Iterable[tuple[str, str | bytes]]) -> dict[str, str]:
-    """Keep the trace and demo headers of a call's metadata, keys lower-cased.
+def select_metadata(
+    pairs: Iterable[tuple[str, str | bytes]], also: frozenset[str] = frozenset()
+) -> dict[str, str]:
+    """Keep the trace and demo headers of a call's metadata (and the keys in ``also``).
 
-    Binary (``-bin``) values are skipped; repeated keys are joined with ``", "`` as HTTP does.
+    Keys are lower-cased; binary (``-bin``) values are skipped; repeated keys are joined with
+    ``", "`` as HTTP does.
     """
     selected: dict[str, str] = {}
     for raw_key, value in pairs:
         key = raw_key.lower()
         if key.endswith("-bin") or isinstance(value, bytes):
             continue
-        if key in TRACE_HEADERS or key.startswith(RECORDED_PREFIXES):
+        if key in TRACE_HEADERS or key in also or key.startswith(RECORDED_PREFIXES):
             selected[key] = f"{selected[key]}, {value}" if key in selected else value
     return selected
 
@@ -205,31 +214,44 @@ class ControlPlane:
         """Start with no rules and no calls."""
         self._rules: list[FaultRule] = []
         self._calls: list[CallRecord] = []
+        self._lock = threading.Lock()
 
     def add_fault(self, rule: FaultRule) -> None:
         """Append a rule; it is matched after every rule added before it."""
-        self._rules.append(rule)
+        with self._lock:
+            self._rules.append(rule)
 
     def reset(self) -> None:
         """Forget every rule and every recorded call."""
-        self._rules.clear()
-        self._calls.clear()
+        with self._lock:
+            self._rules.clear()
+            self._calls.clear()
 
     def calls(self) -> list[CallRecord]:
         """The calls received so far, oldest first."""
-        return list(self._calls)
+        with self._lock:
+            return list(self._calls)
 
     def take_fault(self, method: str) -> FaultRule | None:
         """Return the first rule matching ``method`` with uses left, using one of them."""
-        for rule in self._rules:
-            if rule.method and rule.method != method:
-                continue
-            if rule.times == 0:
-                return rule
-            if rule.remaining > 0:
-                rule.remaining -= 1
-                return rule
-        return None
+        with self._lock:
+            for rule in self._rules:
+                if rule.method and rule.method != method:
+                    continue
+                if rule.times == 0:
+                    return rule
+                if rule.remaining > 0:
+                    rule.remaining -= 1
+                    return rule
+            return None
+
+    def _record(
+        self, method: str, request_json: str, metadata: Mapping[str, str], rpc: str
+    ) -> CallRecord:
+        record = CallRecord(method, request_json, dict(metadata), started_unix_ms=now_ms(), rpc=rpc)
+        with self._lock:
+            self._calls.append(record)
+        return record
 
     async def handle(
         self,
@@ -237,6 +259,8 @@ class ControlPlane:
         request_json: str,
         metadata: Mapping[str, str],
         call: Callable[[], Awaitable[T]],
+        *,
+        rpc: str = "",
     ) -> T:
         """Record a business call, apply the matching fault, then run ``call``.
 
@@ -245,6 +269,7 @@ class ControlPlane:
             request_json: The request as proto3 JSON text.
             metadata: The selected metadata (see :func:`select_metadata`).
             call: The business logic; it raises :class:`DemoError` to fail the call.
+            rpc: The RPC that carried the call, when it is not ``method`` itself.
 
         Returns:
             What ``call`` returns.
@@ -253,8 +278,7 @@ class ControlPlane:
             DemoError: From an injected fault or from ``call``.
             asyncio.CancelledError: When the caller went away; recorded as ``CANCELLED``.
         """
-        record = CallRecord(method, request_json, dict(metadata), started_unix_ms=now_ms())
-        self._calls.append(record)
+        record = self._record(method, request_json, metadata, rpc)
         outcome = "UNKNOWN"
         try:
             rule = self.take_fault(method)
@@ -270,6 +294,52 @@ class ControlPlane:
             raise
         except asyncio.CancelledError:
             outcome = "CANCELLED"
+            raise
+        finally:
+            record.outcome = outcome
+            record.ended_unix_ms = now_ms()
+
+    def handle_blocking(
+        self,
+        method: str,
+        request_json: str,
+        metadata: Mapping[str, str],
+        call: Callable[[], T],
+        *,
+        rpc: str = "",
+        cancelled: threading.Event | None = None,
+    ) -> T:
+        """:meth:`handle` for a handler running on a thread (a synchronous gRPC server).
+
+        Args:
+            method: The method name the call is recorded and matched under.
+            request_json: The request as proto3 JSON text.
+            metadata: The selected metadata (see :func:`select_metadata`).
+            call: The business logic; it raises :class:`DemoError` to fail the call.
+            rpc: The RPC that carried the call, when it is not ``method`` itself.
+            cancelled: Set when the caller goes away; an injected delay then ends at once
+                and the call is recorded as ``CANCELLED``.
+
+        Raises:
+            DemoError: From an injected fault or from ``call`` (``CANCELLED`` when the caller
+                went away during a delay).
+        """
+        record = self._record(method, request_json, metadata, rpc)
+        outcome = "UNKNOWN"
+        try:
+            rule = self.take_fault(method)
+            if rule is not None and rule.delay_ms:
+                if cancelled is None:
+                    time.sleep(rule.delay_ms / 1000)
+                elif cancelled.wait(rule.delay_ms / 1000):
+                    raise DemoError("CANCELLED", "the caller went away")
+            if rule is not None and rule.code:
+                raise rule.error()
+            result = call()
+            outcome = "OK"
+            return result
+        except DemoError as exc:
+            outcome = exc.code
             raise
         finally:
             record.outcome = outcome

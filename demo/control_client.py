@@ -1,7 +1,7 @@
 """Clients of the demo control plane: gRPC (``shop.control.v1.Control``) and HTTP (``/_control``).
 
 Both offer the same three operations plus a bounded wait, and return the same
-:class:`RecordedCall` values, so a test treats the four demo services alike.
+:class:`RecordedCall` values, so a test treats the five demo services alike.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ class RecordedCall:
     outcome: str
     started_unix_ms: int
     ended_unix_ms: int
+    rpc: str = ""
+    """The RPC that carried the call when it is not ``method``: Execute or Compensate for the
+    envelope service (whose ``method`` is the one named in the request)."""
 
 
 class ControlClient(Protocol):
@@ -126,6 +129,7 @@ class GrpcControlClient(_Polling):
                 outcome=c.outcome,
                 started_unix_ms=c.started_unix_ms,
                 ended_unix_ms=c.ended_unix_ms,
+                rpc=c.rpc,
             )
             for c in answer.calls
         ]

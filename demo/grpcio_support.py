@@ -123,14 +123,19 @@ class ControlServicer(control_pb2_grpc.ControlServicer):  # type: ignore[misc]
                     outcome=c.outcome,
                     started_unix_ms=c.started_unix_ms,
                     ended_unix_ms=c.ended_unix_ms,
+                    rpc=c.rpc,
                 )
                 for c in self._control.calls()
             ]
         )
 
 
-class _SymbolReflectionServicer(ReflectionServicer):  # type: ignore[misc]
-    """Reflection that also resolves ``pkg.Service.Method`` to its service's file."""
+class SymbolLookup:
+    """Reflection servicer mixin resolving ``pkg.Service.Method`` to its service's file
+    (grpcio-reflection alone answers "not found", grpc/grpc#34743); for the async and the
+    synchronous servicer alike."""
+
+    _pool: descriptor_pool.DescriptorPool
 
     def _file_containing_symbol(
         self, request: reflection_pb2.ServerReflectionRequest, fully_qualified_name: str
@@ -147,7 +152,11 @@ class _SymbolReflectionServicer(ReflectionServicer):  # type: ignore[misc]
             else:
                 if fully_qualified_name.rpartition(".")[2] in service.methods_by_name:
                     fully_qualified_name = parent
-        return super()._file_containing_symbol(request, fully_qualified_name)
+        return super()._file_containing_symbol(request, fully_qualified_name)  # type: ignore[misc]
+
+
+class _SymbolReflectionServicer(SymbolLookup, ReflectionServicer):  # type: ignore[misc]
+    """Reflection that also resolves ``pkg.Service.Method`` to its service's file."""
 
 
 def add_reflection(server: grpc.aio.Server, service_names: Iterable[str]) -> None:

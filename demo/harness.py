@@ -1,4 +1,4 @@
-"""Start the four demo services as subprocesses and drive their control planes (for tests).
+"""Start the five demo services as subprocesses and drive their control planes (for tests).
 
 ::
 
@@ -21,7 +21,7 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,22 +29,24 @@ from demo.control_client import ControlClient, GrpcControlClient, HttpControlCli
 from demo.process import parse_ready_line
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES: tuple[str, ...] = ("inventory", "payments", "shipping", "mailer")
+SERVICES: tuple[str, ...] = ("inventory", "payments", "shipping", "mailer", "loyalty")
 DEFAULT_PORTS: dict[str, int] = {
     "inventory": 50051,
     "payments": 50052,
     "shipping": 50053,
     "mailer": 8081,
+    "loyalty": 50054,
 }
 READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
 
 
-def command(service: str, host: str, port: int) -> list[str]:
-    """The command line that starts ``service``."""
+def command(service: str, host: str, port: int, extra: Sequence[str] = ()) -> list[str]:
+    """The command line that starts ``service`` (``extra``: more arguments, e.g.
+    ``--no-reflection`` for the loyalty service)."""
     if service not in SERVICES:
         raise ValueError(f"unknown demo service {service!r}; expected one of {SERVICES}")
-    args = ["--host", host, "--port", str(port)]
+    args = ["--host", host, "--port", str(port), *extra]
     if service == "shipping":
         node = shutil.which("node")
         if node is None:
@@ -97,9 +99,16 @@ async def _discard(stream: asyncio.StreamReader) -> None:
 
 
 async def start_service(
-    name: str, host: str = "127.0.0.1", port: int = 0, *, ready_timeout: float = READY_TIMEOUT
+    name: str,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    ready_timeout: float = READY_TIMEOUT,
+    extra: Sequence[str] = (),
 ) -> ServiceProcess:
     """Start one demo service and wait (bounded) for its ready line.
+
+    ``extra`` is passed on to the service's command line.
 
     Raises:
         RuntimeError: The process exited or did not become ready within ``ready_timeout``.
@@ -107,7 +116,7 @@ async def start_service(
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # Own session: a terminal's Ctrl-C reaches only the runner, which stops the services in order.
     process = await asyncio.create_subprocess_exec(
-        *command(name, host, port),
+        *command(name, host, port, extra),
         cwd=ROOT,
         env=env,
         stdin=asyncio.subprocess.DEVNULL,
@@ -184,12 +193,13 @@ class ServiceEndpoint:
 
 @dataclass
 class DemoServices:
-    """The four running demo services."""
+    """The five running demo services."""
 
     inventory: ServiceEndpoint
     payments: ServiceEndpoint
     shipping: ServiceEndpoint
     mailer: ServiceEndpoint
+    loyalty: ServiceEndpoint
 
     def __getitem__(self, name: str) -> ServiceEndpoint:
         """The endpoint of the service called ``name``."""
@@ -211,7 +221,7 @@ class DemoServices:
 async def running_services(
     ports: Mapping[str, int] | None = None, host: str = "127.0.0.1"
 ) -> AsyncIterator[DemoServices]:
-    """Run the four demo services for the duration of the block.
+    """Run the five demo services for the duration of the block.
 
     Args:
         ports: Port per service name; missing services (all, when None) bind a free port.

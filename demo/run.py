@@ -1,8 +1,8 @@
-"""Run the four demo services in the foreground: ``python -m demo.run`` (``make demo-services``).
+"""Run the five demo services in the foreground: ``python -m demo.run`` (``make demo-services``).
 
-Ports default to inventory 50051, payments 50052, shipping 50053 and mailer 8081;
-``--base-port N`` uses N, N+1, N+2, N+3 instead, and ``--<service>-port`` sets one (0 = any free
-port). Prints one line per service once all are ready, then waits: SIGINT (Ctrl-C) or SIGTERM
+Ports default to inventory 50051, payments 50052, shipping 50053, mailer 8081 and loyalty 50054;
+``--base-port N`` uses N, N+1, N+2, N+3, N+4 instead, and ``--<service>-port`` sets one (0 = any
+free port). Prints one line per service once all are ready, then waits: SIGINT (Ctrl-C) or SIGTERM
 stops them all and exits 0; a service that dies stops the others and exits 1.
 """
 
@@ -21,7 +21,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m demo.run", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="address every service binds")
     parser.add_argument(
-        "--base-port", type=int, help="inventory on N, payments N+1, shipping N+2, mailer N+3"
+        "--base-port",
+        type=int,
+        help="inventory on N, payments N+1, shipping N+2, mailer N+3, loyalty N+4",
     )
     for name in SERVICES:
         parser.add_argument(
@@ -49,7 +51,12 @@ def ports_from(args: argparse.Namespace) -> dict[str, int]:
 
 def describe(service: ServiceProcess) -> str:
     """The line printed for a running service."""
-    kind = {"mailer": "http", "shipping": "grpc (node)", "payments": "grpc (grpclib)"}
+    kind = {
+        "mailer": "http",
+        "shipping": "grpc (node)",
+        "payments": "grpc (grpclib)",
+        "loyalty": "grpc (grpcio, Maestro.go envelope)",
+    }
     target = service.url if service.name == "mailer" else service.address
     return f"{service.name:<10} {target:<28} {kind.get(service.name, 'grpc (grpcio)')}"
 

@@ -1,10 +1,10 @@
-"""The ``make demo`` walk-through: the demo services, ``maestro serve``, and three checkouts.
+"""The ``make demo`` walk-through: the demo services, ``maestro serve``, checkouts and rewards.
 
-``python -m demo.showcase [--port 50050] [--free-ports] [--keep]`` starts the four demo services
-(inventory 50051, payments 50052, shipping 50053, mailer 8081) and ``maestro serve --workflows
-workflows --port 50050``, waits until they are ready, then executes the ``checkout`` workflow
-through the gateway's streaming ``Execute`` with the generated Python stubs, printing every event
-as it arrives:
+``python -m demo.showcase [--port 50050] [--free-ports] [--keep]`` starts the five demo services
+(inventory 50051, payments 50052, shipping 50053, mailer 8081, loyalty 50054) and ``maestro serve
+--workflows workflows --port 50050``, waits until they are ready, then executes the ``checkout``
+workflow through the gateway's streaming ``Execute`` with the generated Python stubs, printing
+every event as it arrives:
 
 1. a checkout that succeeds;
 2. a checkout whose last step fails (the shipping service rejects an empty address): the steps
@@ -14,7 +14,11 @@ as it arrives:
    gateway retries and the checkout succeeds;
 4. a crash: a checkout is started, the gateway is killed with ``kill -9`` while the shipping
    service holds its call, a new gateway is started on the same journal, and the checkout is
-   watched as it resumes and finishes; ``maestro executions show`` prints its record.
+   watched as it resumes and finishes; ``maestro executions show`` prints its record;
+5. Maestro.go compatibility: ``order_rewards``, a workflow in pure Maestro.go format, against the
+   loyalty service, written for Maestro.go's envelope protocol (``maestro.v1.MaestroService``):
+   once succeeding, once refused by the service (``success: false``) and compensated through
+   ``Compensate``; then what the service received (RPC, method, correlation id).
 
 It then prints the grpcurl command that does the same by hand. Every process it started is
 stopped at the end, on Ctrl-C/SIGTERM and on failure. Exit status: 0 when every run behaved as
@@ -48,8 +52,11 @@ from demo.harness import DEFAULT_PORTS, ROOT, DemoServices, running_services
 from demo.showcase_view import (
     Outcome,
     check_compensated,
+    check_loyalty_calls,
     check_recovered,
     check_retried,
+    check_rewarded,
+    check_rewards_compensated,
     check_succeeded,
     event_line,
     result_lines,
@@ -68,6 +75,20 @@ ORDER: dict[str, Any] = {
     "currency": "EUR",
     "address": "1 Main Street, Springfield",
     "email": "ada@example.com",
+}
+
+REWARDS: dict[str, Any] = {
+    "order_id": "A-1005",
+    "email": "grace@example.com",
+    "name": "Grace Hopper",
+    "points": 1200,
+    "tier": "gold",
+}
+REFUSED_REWARDS: dict[str, Any] = {
+    "order_id": "A-1006",
+    "email": "alan@example.com",
+    "name": "Alan Turing",
+    "tier": "platinum",
 }
 
 
@@ -125,9 +146,11 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-async def execute(stub: gateway_pb2_grpc.GatewayStub, order: dict[str, Any]) -> Outcome:
-    """Execute ``checkout`` with ``order``, printing each event as it arrives."""
-    request = pb.ExecuteRequest(workflow="checkout", input=struct_pb2.Struct())
+async def execute(
+    stub: gateway_pb2_grpc.GatewayStub, order: dict[str, Any], workflow: str = "checkout"
+) -> Outcome:
+    """Execute ``workflow`` with ``order``, printing each event as it arrives."""
+    request = pb.ExecuteRequest(workflow=workflow, input=struct_pb2.Struct())
     request.input.update(order)
     outcome = Outcome()
     loop = asyncio.get_running_loop()
@@ -270,6 +293,53 @@ async def scenarios(gateway: GatewayProcess, demo: DemoServices) -> list[str]:
     return problems
 
 
+async def rewards_scene(gateway: GatewayProcess, demo: DemoServices, workflows: Path) -> list[str]:
+    """Scene 5: a Maestro.go workflow against a service on Maestro.go's envelope, unchanged."""
+    say("━━ 5. from Maestro.go, unchanged: order_rewards against an envelope service ━━")
+    say("     loyalty offers one maestro.v1.MaestroService whose Execute dispatches on the method")
+    say("     name, as Maestro.go's services do; inventory is called by its own methods")
+    problems: list[str] = []
+    async with grpc.aio.insecure_channel(gateway.address) as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        say(f"input: {json.dumps(REWARDS)}")
+        outcome = await execute(stub, REWARDS, "order_rewards")
+        problems += check_rewarded(outcome, "run 5")
+        say()
+        say("  again with tier 'platinum': loyalty answers success: false → FAILED_PRECONDITION,")
+        say("  and the steps done are undone (loyalty's through Compensate)")
+        refused = {**REWARDS, **REFUSED_REWARDS}
+        outcome = await execute(stub, refused, "order_rewards")
+        problems += check_rewards_compensated(outcome, "run 6")
+    calls = await demo.loyalty.control.calls()
+    say("  what loyalty received (rpc, method, correlation_id → outcome):")
+    for call in calls:
+        request = call.request if isinstance(call.request, dict) else {}
+        say(
+            f"    {call.rpc:<10} {call.method:<16} {request.get('correlation_id', '')}"
+            f"  → {call.outcome}"
+        )
+    problems += check_loyalty_calls(calls, "run 6")
+    await demo.reset()
+    path = workflows / "order-rewards.yaml"
+    say(f"  $ maestro validate --connect {path}   (which protocol each service gets)")
+    checked = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "maestro_gateway",
+        "validate",
+        "--connect",
+        str(path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    text = (await asyncio.wait_for(checked.communicate(), CALL_TIMEOUT))[0].decode()
+    for line in text.rstrip().splitlines():
+        say(f"    {line}")
+    if checked.returncode != 0 or "protocol maestro-go" not in text:
+        problems.append(f"run 6: maestro validate --connect exited {checked.returncode}: {text}")
+    return problems
+
+
 def print_try_it(gateway: GatewayProcess, keep: bool) -> None:
     """Tell the user how to call the gateway by hand."""
     say()
@@ -301,7 +371,7 @@ async def showcase(args: argparse.Namespace, stop: asyncio.Event, keeping: async
             )
             return EXIT_START
     say("starting the demo services (inventory: grpcio, payments: grpclib, shipping: Node.js,")
-    say("mailer: HTTP) and the gateway …")
+    say("mailer: HTTP, loyalty: Maestro.go's envelope on sync grpcio) and the gateway …")
     with tempfile.TemporaryDirectory(prefix="maestro-demo-") as scratch:
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -325,6 +395,8 @@ async def showcase(args: argparse.Namespace, stop: asyncio.Event, keeping: async
                 say()
                 problems += await crash_scene(gateways, demo)
                 gateway = gateways.current or gateway
+                say()
+                problems += await rewards_scene(gateway, demo, Path(workflows))
                 print_try_it(gateway, args.keep)
                 if args.keep and not problems:
                     say()

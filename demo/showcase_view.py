@@ -19,8 +19,11 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from maestro.v1 import gateway_pb2 as pb
 
+from demo.control_client import RecordedCall
+
 OUTPUT_WIDTH = 72
 STEPS = ("reserve", "charge", "notify", "ship")
+REWARD_STEPS = ("enroll", "award", "gift", "upgrade")
 
 
 @dataclass
@@ -172,17 +175,69 @@ def _common(outcome: Outcome, label: str) -> list[str]:
     return problems
 
 
-def check_succeeded(outcome: Outcome, label: str) -> list[str]:
-    """Problems with a run expected to succeed with every step."""
+def check_succeeded(outcome: Outcome, label: str, steps: tuple[str, ...] = STEPS) -> list[str]:
+    """Problems with a run expected to succeed with every one of ``steps``."""
     problems = _common(outcome, label)
     result = outcome.result
     if result is not None and result.status != pb.EXECUTION_STATUS_SUCCEEDED:
         problems.append(f"{label}: status {_status_name(result.status)}, expected SUCCEEDED")
     if outcome.code != grpc.StatusCode.OK:
         problems.append(f"{label}: the call ended with {outcome.code.name}, expected OK")
-    for step in STEPS:
+    for step in steps:
         if "step_succeeded" not in outcome.kinds(step):
             problems.append(f"{label}: no step_succeeded for {step}")
+    return problems
+
+
+def check_rewarded(outcome: Outcome, label: str) -> list[str]:
+    """Problems with an ``order_rewards`` run expected to succeed and upgrade the member."""
+    problems = check_succeeded(outcome, label, REWARD_STEPS)
+    result = outcome.result
+    if result is not None and result.status == pb.EXECUTION_STATUS_SUCCEEDED:
+        output = _plain(json_format.MessageToDict(result.output))
+        if output.get("balance") != 1200 or (output.get("tier") or {}).get("tier") != "gold":
+            problems.append(f"{label}: output {output}, expected balance 1200 and tier gold")
+    return problems
+
+
+def check_rewards_compensated(outcome: Outcome, label: str) -> list[str]:
+    """Problems with an ``order_rewards`` run refused at ``upgrade`` and compensated."""
+    problems = _common(outcome, label)
+    result = outcome.result
+    if result is not None:
+        if result.status != pb.EXECUTION_STATUS_COMPENSATED:
+            problems.append(f"{label}: status {_status_name(result.status)}, expected COMPENSATED")
+        if (result.error.step_id, result.error.code) != ("upgrade", "FAILED_PRECONDITION"):
+            problems.append(f"{label}: error {result.error}, expected upgrade FAILED_PRECONDITION")
+    if outcome.code != grpc.StatusCode.FAILED_PRECONDITION:
+        problems.append(
+            f"{label}: the call ended with {outcome.code.name}, not FAILED_PRECONDITION"
+        )
+    done = [e.step_succeeded.step_id for e in outcome.events if e.HasField("step_succeeded")]
+    undone = [
+        e.compensation_succeeded.step_id
+        for e in outcome.events
+        if e.HasField("compensation_succeeded")
+    ]
+    if undone != list(reversed(done)) or sorted(done) != ["award", "enroll", "gift"]:
+        problems.append(f"{label}: compensated {undone}, expected the reverse of {done}")
+    return problems
+
+
+def check_loyalty_calls(calls: list[RecordedCall], label: str) -> list[str]:
+    """Problems with what the envelope service received: ids, and undo through Compensate."""
+    problems = []
+    for call in calls:
+        request = call.request if isinstance(call.request, dict) else {}
+        step = request.get("step_id", "")
+        correlation = f"{request.get('workflow_id', '')}:{step}"
+        if not step or request.get("correlation_id") != correlation:
+            problems.append(f"{label}: {call.method} arrived without its ids: {request}")
+        elif call.metadata.get("correlation-id") != correlation:
+            problems.append(f"{label}: {call.method} arrived without correlation-id metadata")
+    undone = sorted(c.method for c in calls if c.rpc == "Compensate")
+    if undone != ["CancelMembership", "RevokePoints"]:
+        problems.append(f"{label}: compensations through Compensate: {undone}")
     return problems
 
 

@@ -11,6 +11,7 @@ from demo.harness import DemoServices, running_services
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def demo() -> AsyncIterator[DemoServices]:
-    """The four demo services (grpcio, grpclib, Node.js, HTTP), started once per module."""
+    """The five demo services (grpcio, grpclib, Node.js, HTTP, sync grpcio on Maestro.go's envelope),
+    started once per module."""
     async with running_services() as services:
         yield services

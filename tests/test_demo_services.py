@@ -15,9 +15,11 @@ import aiohttp
 import grpc
 import pytest
 import pytest_asyncio
+from google.protobuf import json_format, struct_pb2
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
+from maestro.v1 import maestro_go_pb2, maestro_go_pb2_grpc
 from shop.control.v1 import control_pb2, control_pb2_grpc
 from shop.v1 import (
     inventory_pb2,
@@ -48,7 +50,7 @@ async def channels(demo: DemoServices) -> AsyncIterator[dict[str, grpc.aio.Chann
     """One grpc.aio channel per gRPC demo service."""
     opened = {
         name: grpc.aio.insecure_channel(demo[name].address)
-        for name in ("inventory", "payments", "shipping")
+        for name in ("inventory", "payments", "shipping", "loyalty")
     }
     yield opened
     for channel in opened.values():
@@ -74,6 +76,27 @@ def shipping(channels: dict[str, grpc.aio.Channel]) -> Any:
     return shipping_pb2_grpc.ShippingStub(channels["shipping"])
 
 
+def loyalty(channels: dict[str, grpc.aio.Channel]) -> Any:
+    return maestro_go_pb2_grpc.MaestroServiceStub(channels["loyalty"])
+
+
+def envelope(method: str, **payload: Any) -> maestro_go_pb2.ServiceRequest:
+    """A ServiceRequest naming ``method`` with ``payload`` as a Struct."""
+    request = maestro_go_pb2.ServiceRequest(method=method, correlation_id="w-1:s-1")
+    data = struct_pb2.Struct()
+    data.update(payload)
+    request.payload.Pack(data)
+    return request
+
+
+def answer(response: maestro_go_pb2.ServiceResponse) -> Any:
+    """The Struct in a successful envelope response, as a dict."""
+    assert response.success, response.error
+    data = struct_pb2.Struct()
+    assert response.data.Unpack(data)
+    return json_format.MessageToDict(data)
+
+
 async def levels(channels: dict[str, grpc.aio.Channel], *skus: str) -> dict[str, int]:
     call = inventory(channels).WatchStock(
         inventory_pb2.WatchStockRequest(skus=skus), timeout=TIMEOUT
@@ -89,11 +112,19 @@ async def first_call(channels: dict[str, grpc.aio.Channel], service: str) -> Any
     if service == "payments":
         request = payments_pb2.ChargeRequest(order_id="o-1", amount=1500, currency="EUR")
         return await payments(channels).Charge(request, timeout=TIMEOUT)
+    if service == "loyalty":
+        request = envelope("EnrollMember", email="ada@example.com", name="Ada")
+        return await loyalty(channels).Execute(request, timeout=TIMEOUT)
     request = shipping_pb2.CreateShipmentRequest(order_id="o-1", address="1 Main St")
     return await shipping(channels).CreateShipment(request, timeout=TIMEOUT)
 
 
-FIRST_METHOD = {"inventory": "Reserve", "payments": "Charge", "shipping": "CreateShipment"}
+FIRST_METHOD = {
+    "inventory": "Reserve",
+    "payments": "Charge",
+    "shipping": "CreateShipment",
+    "loyalty": "EnrollMember",
+}
 GRPC_SERVICES = list(FIRST_METHOD)
 
 
@@ -258,22 +289,143 @@ async def test_shipping_rejects_bad_requests(
     assert failure.value.code() == code
 
 
+async def test_loyalty_dispatches_on_the_method_and_undoes_through_compensate(
+    demo: DemoServices, channels: dict[str, grpc.aio.Channel]
+) -> None:
+    """Execute runs the named method; Compensate the undo; both are recorded with their RPC."""
+    stub = loyalty(channels)
+    member = answer(
+        await stub.Execute(envelope("EnrollMember", email="a@b", name="A"), timeout=TIMEOUT)
+    )
+    assert member == {
+        "member_id": member["member_id"],
+        "email": "a@b",
+        "name": "A",
+        "tier": "basic",
+        "points": 0.0,
+    }
+    again = answer(await stub.Execute(envelope("EnrollMember", email="a@b"), timeout=TIMEOUT))
+    assert again["member_id"] == member["member_id"]
+    award = answer(
+        await stub.Execute(
+            envelope("AwardPoints", member_id=member["member_id"], order_id="o-1", points=300),
+            timeout=TIMEOUT,
+        )
+    )
+    assert (award["points"], award["balance"]) == (300.0, 300.0)
+    revoke = envelope("RevokePoints", award_id=award["award_id"])
+    assert answer(await stub.Compensate(revoke, timeout=TIMEOUT))["revoked"] is True
+    assert answer(await stub.Compensate(revoke, timeout=TIMEOUT))["revoked"] is False
+    cancel = envelope("CancelMembership", member_id=member["member_id"])
+    assert answer(await stub.Compensate(cancel, timeout=TIMEOUT))["cancelled"] is True
+    calls = await demo.loyalty.control.calls()
+    assert [(c.rpc, c.method, c.outcome) for c in calls] == [
+        ("Execute", "EnrollMember", "OK"),
+        ("Execute", "EnrollMember", "OK"),
+        ("Execute", "AwardPoints", "OK"),
+        ("Compensate", "RevokePoints", "OK"),
+        ("Compensate", "RevokePoints", "OK"),
+        ("Compensate", "CancelMembership", "OK"),
+    ]
+
+
+async def test_loyalty_refuses_with_success_false_and_rejects_unknown_methods(
+    demo: DemoServices, channels: dict[str, grpc.aio.Channel]
+) -> None:
+    """Business failures are success: false (recorded REFUSED); an unknown method UNIMPLEMENTED."""
+    stub = loyalty(channels)
+    for request, error in (
+        (envelope("EnrollMember"), "an email is required to enroll"),
+        (envelope("AwardPoints", member_id="mem-x", points=5), "unknown member 'mem-x'"),
+        (
+            envelope("AwardPoints", member_id="m", points=20_000),
+            "points must be between 1 and 10000, got 20000",
+        ),
+        (
+            envelope("UpgradeTier", tier="platinum"),
+            "no tier 'platinum'; tiers: basic, silver, gold",
+        ),
+    ):
+        response = await stub.Execute(request, timeout=TIMEOUT)
+        assert (response.success, response.error) == (False, error)
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await stub.Execute(envelope("Nope"), timeout=TIMEOUT)
+    assert failure.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert failure.value.details().startswith("loyalty has no method 'Nope'; it has: AwardPoints")
+    outcomes = [c.outcome for c in await demo.loyalty.control.calls()]
+    assert outcomes == ["REFUSED"] * 4 + ["UNIMPLEMENTED"]
+
+
+async def test_loyalty_answers_other_types_of_data(channels: dict[str, grpc.aio.Channel]) -> None:
+    """GetBalance answers an Int64Value; IssueCard an Any of a type no descriptor describes."""
+    stub = loyalty(channels)
+    member = answer(await stub.Execute(envelope("EnrollMember", email="c@d"), timeout=TIMEOUT))
+    balance = await stub.Execute(
+        envelope("GetBalance", member_id=member["member_id"]), timeout=TIMEOUT
+    )
+    assert balance.data.type_url == "type.googleapis.com/google.protobuf.Int64Value"
+    card = await stub.Execute(envelope("IssueCard", member_id=member["member_id"]), timeout=TIMEOUT)
+    assert card.data.type_url == "type.googleapis.com/shop.loyalty.v1.Card"
+
+
+async def test_loyalty_records_the_envelope_metadata(
+    demo: DemoServices, channels: dict[str, grpc.aio.Channel]
+) -> None:
+    """Besides the trace headers, loyalty records workflow-id, step-id and correlation-id."""
+    metadata = (
+        ("workflow-id", "w-1"),
+        ("step-id", "s-1"),
+        ("correlation-id", "w-1:s-1"),
+        ("authorization", "Bearer secret"),
+    )
+    await loyalty(channels).Execute(
+        envelope("EnrollMember", email="e@f"), metadata=metadata, timeout=TIMEOUT
+    )
+    (call,) = await demo.loyalty.control.calls()
+    assert call.metadata == {"workflow-id": "w-1", "step-id": "s-1", "correlation-id": "w-1:s-1"}
+
+
+async def test_loyalty_without_reflection_still_answers_the_envelope() -> None:
+    """--no-reflection: reflection is UNIMPLEMENTED, Execute and the control plane answer."""
+    process = await start_service("loyalty", extra=("--no-reflection",))
+    try:
+        async with grpc.aio.insecure_channel(process.address) as channel:
+            response = await maestro_go_pb2_grpc.MaestroServiceStub(channel).Execute(
+                envelope("EnrollMember", email="g@h"), timeout=TIMEOUT
+            )
+            assert answer(response)["email"] == "g@h"
+            reflection = channel.stream_stream(
+                "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                async for _ in reflection(iter([b""]), timeout=TIMEOUT):
+                    pass
+            assert failure.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            calls = await control_pb2_grpc.ControlStub(channel).ListCalls(
+                control_pb2.Empty(), timeout=TIMEOUT
+            )
+            assert [(c.rpc, c.method) for c in calls.calls] == [("Execute", "EnrollMember")]
+    finally:
+        assert await process.stop() == 0
+
+
 @pytest.mark.parametrize(
-    ("service", "business"),
+    ("service", "business", "rpc"),
     [
-        ("inventory", "shop.v1.Inventory"),
-        ("payments", "shop.v1.Payments"),
-        ("shipping", "shop.v1.Shipping"),
+        ("inventory", "shop.v1.Inventory", "Reserve"),
+        ("payments", "shop.v1.Payments", "Charge"),
+        ("shipping", "shop.v1.Shipping", "CreateShipment"),
+        ("loyalty", "maestro.v1.MaestroService", "Execute"),
     ],
 )
 async def test_reflection_lists_and_describes(
-    demo: DemoServices, service: str, business: str
+    demo: DemoServices, service: str, business: str, rpc: str
 ) -> None:
     """grpcurl lists the business and control services and describes a method over reflection."""
     listed = (await grpcurl("-plaintext", demo[service].address, "list")).split()
     assert business in listed
     assert "shop.control.v1.Control" in listed
-    method = f"{business}.{FIRST_METHOD[service]}"
+    method = f"{business}.{rpc}"
     described = await grpcurl("-plaintext", demo[service].address, "describe", method)
     assert f"{method} is a method" in described
 
@@ -386,6 +538,18 @@ async def test_calls_record_request_and_trace_metadata(
             timeout=TIMEOUT,
         )
         expected = {"order_id": "o-7", "amount": "1234"}
+    elif service == "loyalty":
+        await loyalty(channels).Execute(
+            envelope("EnrollMember", email="e@x"), metadata=metadata, timeout=TIMEOUT
+        )
+        expected = {
+            "method": "EnrollMember",
+            "payload": {
+                "@type": "type.googleapis.com/google.protobuf.Struct",
+                "value": {"email": "e@x"},
+            },
+            "correlation_id": "w-1:s-1",
+        }
     else:
         await shipping(channels).CreateShipment(
             shipping_pb2.CreateShipmentRequest(order_id="o-7", address="Elm St"),
@@ -519,7 +683,12 @@ async def test_mailer_control_rejects_bad_faults(
 
 
 @pytest.mark.parametrize(
-    ("service", "name"), [("inventory", "shop.v1.Inventory"), ("payments", "shop.v1.Payments")]
+    ("service", "name"),
+    [
+        ("inventory", "shop.v1.Inventory"),
+        ("payments", "shop.v1.Payments"),
+        ("loyalty", "maestro.v1.MaestroService"),
+    ],
 )
 async def test_python_grpc_services_report_health(
     channels: dict[str, grpc.aio.Channel], service: str, name: str

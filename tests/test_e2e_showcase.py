@@ -7,8 +7,9 @@ import sys
 from e2e_support import run_program
 
 
-async def test_showcase_runs_the_four_scenes_and_exits_0() -> None:
-    """The showcase streams the runs, the compensation, ErrorInfo and the crash, and exits 0."""
+async def test_showcase_runs_the_five_scenes_and_exits_0() -> None:
+    """The showcase streams the runs, the compensation, ErrorInfo, the crash and the Maestro.go
+    scene (an envelope service, compensated through Compensate), and exits 0."""
     done = await run_program([sys.executable, "-m", "demo.showcase", "--free-ports"], limit=50)
     assert done.code == 0, done.stdout + done.stderr
     out = done.stdout
@@ -21,5 +22,15 @@ async def test_showcase_runs_the_four_scenes_and_exits_0() -> None:
     assert "kill -9" in out
     assert "recovered              resumed by" in out
     assert "$ maestro executions show A-1004" in out
+    assert "━━ 5. from Maestro.go, unchanged: order_rewards" in out
+    assert "order_rewards  (execution" in out
+    assert "step_failed            upgrade         attempt 1  FAILED_PRECONDITION: no tier" in out
+    assert "Compensate CancelMembership" in out
+    assert "Compensate RevokePoints" in out
+    assert (
+        "note: services.loyalty: protocol maestro-go (reflection lists maestro.v1.MaestroService"
+        in out
+    )
+    assert "note: services.inventory: protocol grpc" in out
     assert "maestro.v1.Gateway/Execute" in out
     assert out.rstrip().endswith("demo: every run behaved as expected")

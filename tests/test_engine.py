@@ -48,7 +48,7 @@ from maestro_gateway.model.types import (
     Workflow,
 )
 from maestro_gateway.resilience import BreakerRegistry, FakeClock, SystemClock
-from maestro_gateway.transports.base import Metadata, Transport
+from maestro_gateway.transports.base import CallInfo, Metadata, Transport
 
 # ---------------------------------------------------------------------------------------------
 # A scripted downstream: per-method behaviours, every call recorded.
@@ -108,6 +108,7 @@ class FakeTransport:
         *,
         timeout: float | None,  # noqa: ASYNC109 - the Transport protocol's signature
         metadata: Metadata,
+        info: CallInfo | None = None,
     ) -> Any:
         b = self.backend
         b.calls.append((self.service, method, request, timeout, tuple(metadata)))

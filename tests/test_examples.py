@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from maestro_gateway.model.loader import load_file
 from maestro_gateway.model.types import CallStep, GrpcMethod, HttpMethod, ParallelStep
@@ -54,3 +55,29 @@ def test_maestro_go_style_uses_leading_dots_and_whole_objects() -> None:
     assert flag.when.evaluate({"analysis": {"confidence": 0.5}}) is False
     analysis = {"confidence": 0.9, "labels": ["spam"]}
     assert flag.call.input.render({"analysis": analysis}) == analysis
+
+
+# The keys Maestro.go's workflow types read (its internal/domain/workflow.go).
+MAESTRO_GO_KEYS = {
+    "workflow": {"name", "version", "timeout", "services", "steps", "output"},
+    "service": {"type", "endpoint", "timeout", "retry", "metadata"},
+    "retry": {"attempts", "backoff"},
+    "step": {"id", "service", "method", "input", "output", "when", "compensate", "parallel"},
+    "compensate": {"method", "input"},
+}
+
+
+def test_order_rewards_is_pure_maestro_go_format() -> None:
+    """order-rewards.yaml uses only keys Maestro.go reads, and its loyalty service is gRPC."""
+    raw = yaml.safe_load((WORKFLOWS / "order-rewards.yaml").read_text())
+    assert set(raw) <= MAESTRO_GO_KEYS["workflow"]
+    for service in raw["services"].values():
+        assert set(service) <= MAESTRO_GO_KEYS["service"]
+        assert set(service.get("retry", {})) <= MAESTRO_GO_KEYS["retry"]
+    steps = [child for step in raw["steps"] for child in step.get("parallel", [step])]
+    for step in steps:
+        assert set(step) <= MAESTRO_GO_KEYS["step"]
+        assert set(step.get("compensate", {})) <= MAESTRO_GO_KEYS["compensate"]
+    workflow = load_file(str(WORKFLOWS / "order-rewards.yaml"))
+    assert workflow.services["loyalty"].protocol == "auto"
+    assert workflow.services["loyalty"].endpoint == "127.0.0.1:50054"

@@ -100,18 +100,32 @@ async def test_dependencies_fetched_by_file_name(
     assert out["at"] == "2024-01-01T00:00:00Z"
 
 
-async def test_no_reflection_is_failed_precondition(
+async def test_no_reflection_is_failed_precondition_under_protocol_grpc(
     servers: Callable[..., object], transports: Callable[..., GrpcTransport]
 ) -> None:
-    """Reflection source against a server without reflection: FAILED_PRECONDITION, permanent."""
+    """protocol: grpc against a server without reflection: FAILED_PRECONDITION, permanent."""
     running: RunningServer = await servers(reflection_versions=())  # type: ignore[misc]
     with pytest.raises(CallError) as info:
-        await transports(running.endpoint, descriptors=ReflectionSource()).call(
+        await transports(running.endpoint, descriptors=ReflectionSource(), protocol="grpc").call(
             "Who", {}, timeout=5, metadata=()
         )
     assert info.value.code == Code.FAILED_PRECONDITION
     assert info.value.permanent
     assert "reflection" in info.value.message
+
+
+async def test_no_reflection_nor_envelope_is_unimplemented_under_auto(
+    servers: Callable[..., object], transports: Callable[..., GrpcTransport]
+) -> None:
+    """protocol: auto, no reflection and no Maestro.go envelope: UNIMPLEMENTED naming both."""
+    running: RunningServer = await servers(reflection_versions=())  # type: ignore[misc]
+    with pytest.raises(CallError) as info:
+        await transports(running.endpoint).call("Who", {}, timeout=5, metadata=())
+    assert info.value.code == Code.UNIMPLEMENTED
+    assert info.value.permanent
+    assert running.endpoint in info.value.message
+    assert "reflection" in info.value.message
+    assert "maestro.v1.MaestroService/Execute" in info.value.message
 
 
 async def test_protoset_without_reflection(

@@ -1,4 +1,4 @@
-"""DESIGN §4 retries and circuit breakers against the real demo services, on all four stacks.
+"""DESIGN §4 retries and circuit breakers against the real demo services, on all five stacks.
 
 Faults are injected through each service's control plane; the engine runs on a FakeClock, so
 backoff sleeps and breaker reset periods pass without waiting while every call is real.
@@ -28,7 +28,13 @@ from maestro_gateway.transports import Transports
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 INPUT = {"qty": 1, "amount": 500}
-RETRY_AFTER = {"inventory": 0.75, "payments": 0.75, "shipping": 0.75, "mailer": 1.0}
+RETRY_AFTER = {
+    "inventory": 0.75,
+    "payments": 0.75,
+    "shipping": 0.75,
+    "mailer": 1.0,
+    "loyalty": 0.75,
+}
 """The delay a 750 ms retry hint becomes: RetryInfo on gRPC, whole seconds in Retry-After."""
 
 

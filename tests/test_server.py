@@ -96,6 +96,7 @@ class FakeTransports:
         *,
         timeout: float | None,  # noqa: ASYNC109  (the Transport protocol)
         metadata: Any,
+        info: Any = None,
     ) -> Any:
         self.seen.append(Seen(method, request, timeout, tuple(metadata)))
         return await self.handlers[method](request)

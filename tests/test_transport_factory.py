@@ -21,7 +21,7 @@ from maestro_gateway.model.types import (
     TLSConfig,
 )
 from maestro_gateway.transports import GrpcTransport, HttpTransport, Transports
-from maestro_gateway.transports.base import Metadata, Transport
+from maestro_gateway.transports.base import CallInfo, Metadata, Transport
 
 GRPC = Service(name="inventory", type="grpc", endpoint="127.0.0.1:50051")
 HTTP = Service(name="mailer", type="http", endpoint="http://127.0.0.1:8080")
@@ -42,6 +42,7 @@ class Recorded:
         *,
         timeout: float | None,  # noqa: ASYNC109 - the Transport protocol's signature
         metadata: Metadata,
+        info: CallInfo | None = None,
     ) -> Any:
         raise AssertionError("not called in these tests")
 
@@ -90,13 +91,15 @@ async def test_same_endpoint_and_options_share_one_transport(
         replace(GRPC, pool=4),
         replace(GRPC, descriptors=ProtosetSource("/tmp/inventory.pb")),
         replace(GRPC, type="http", endpoint="http://127.0.0.1:50051"),
+        replace(GRPC, protocol="maestro-go"),
     ],
-    ids=["endpoint", "tls", "tls-server-name", "pool", "descriptors", "type"],
+    ids=["endpoint", "tls", "tls-server-name", "pool", "descriptors", "type", "protocol"],
 )
 async def test_connection_options_separate_transports(
     transports: Transports, changed: Service
 ) -> None:
-    """A different endpoint, TLS, pool size, descriptor source or type gets its own transport."""
+    """A different endpoint, TLS, pool size, descriptor source, type or gRPC protocol (chosen
+    once per transport) gets its own transport."""
     assert transports.transport_for(changed) is not transports.transport_for(GRPC)
     assert len(transports) == 2
 

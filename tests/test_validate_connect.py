@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from envelope_kit import EnvelopeServer, Legacy, start_envelope
 from grpc_testkit import RunningServer, Schema, compile_protoset, start_server
 
 from maestro_gateway.cli import main
@@ -436,12 +438,26 @@ steps:
 async def test_reflection_not_served_is_one_problem_at_endpoint(
     bare_server: RunningServer, tmp_path: Path
 ) -> None:
-    """A service without reflection (and no descriptor files) is one problem at its endpoint."""
-    path = write(tmp_path, one_step("Who", "{nope: 1}"), bare_server.endpoint)
+    """protocol: grpc without reflection (and no descriptor files): one problem at the endpoint."""
+    text = one_step("Who", "{nope: 1}").replace('"EP"}', '"EP", protocol: grpc}')
+    path = write(tmp_path, text, bare_server.endpoint)
     (found,) = await check(path)
     assert found.startswith(
         f"{endpoint_at(path)}: services.k: cannot load descriptors from {bare_server.endpoint}: "
         f"reflection on {bare_server.endpoint}"
+    )
+
+
+async def test_neither_reflection_nor_envelope_is_one_problem_at_endpoint(
+    bare_server: RunningServer, tmp_path: Path
+) -> None:
+    """protocol: auto, no reflection and no Maestro.go envelope: one problem naming both."""
+    path = write(tmp_path, one_step("Who", "{nope: 1}"), bare_server.endpoint)
+    (found,) = await check(path)
+    assert found.startswith(
+        f"{endpoint_at(path)}: services.k: the service at {bare_server.endpoint} answers neither "
+        "gRPC server reflection (v1, v1alpha) nor Maestro.go's envelope "
+        "(maestro.v1.MaestroService/Execute)"
     )
 
 
@@ -511,3 +527,125 @@ steps:
 """
     path = write(tmp_path, text, "")
     assert await check(path) == []
+
+
+@pytest.fixture(scope="session")
+def legacy(tmp_path_factory: pytest.TempPathFactory) -> Legacy:
+    """A schema written for Maestro.go: its envelope, and an Orchestrator service of its own."""
+    return Legacy("envelope.proto", tmp_path_factory.mktemp("legacy") / "envelope.pb")
+
+
+@pytest.fixture
+async def envelopes() -> AsyncIterator[Callable[..., Any]]:
+    """Start in-process envelope servers (answering success); all stopped afterwards."""
+    started: list[EnvelopeServer] = []
+
+    async def start(legacy: Legacy, *, reflection: bool = True) -> EnvelopeServer:
+        running = await start_envelope(legacy, lambda _: {"success": True}, reflection=reflection)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        await running.server.stop(None)
+
+
+async def test_the_protocol_of_each_service_is_a_note(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """One note per gRPC service at its name: the protocol chosen and why; notes are not problems."""
+    path = write(tmp_path, one_step("Who", "{s: x}"), server.endpoint)
+    notes: list[str] = []
+    assert await check_workflows([load_file(str(path))], report=notes.append) == []
+    assert notes == [
+        f"{path}:3:3: note: services.k: protocol grpc (reflection lists no maestro.v1.MaestroService)"
+    ]
+
+
+ENVELOPE_STEPS = """\
+name: legacy
+services:
+  k: {endpoint: "EP"}
+steps:
+  - {id: a, service: k, method: CreateUser, input: {email: "{{ input.email }}", anything: [1]}}
+  - id: b
+    service: k
+    method: maestro.v1.Orchestrator/ExecuteWorkflow
+    input: {workflow_nam: x}
+    compensate: {method: DeleteUser, input: {id: "{{ a.id }}"}}
+"""
+
+
+async def test_envelope_calls_are_not_checked_and_own_methods_are(
+    legacy: Legacy, envelopes: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A method through the envelope has no schema to check; the service's own methods do."""
+    running = await envelopes(legacy)
+    path = write(tmp_path, ENVELOPE_STEPS, running.endpoint)
+    notes: list[str] = []
+    found = await check_workflows([load_file(str(path))], report=notes.append)
+    assert [f"{d.line}:{d.column}: {d.message}" for d in found] == [
+        f"{at(path, 'workflow_nam')}: steps.b.input.workflow_nam: unknown field 'workflow_nam' "
+        "in maestro.v1.ExecuteRequest (did you mean 'workflow_name'?)"
+    ]
+    assert notes == [
+        f"{path}:3:3: note: services.k: protocol maestro-go (reflection lists "
+        "maestro.v1.MaestroService; the methods of maestro.v1.Orchestrator are still called "
+        "directly)"
+    ]
+    assert running.received == []
+
+
+async def test_an_envelope_service_without_reflection_is_a_note_not_a_problem(
+    legacy: Legacy, envelopes: Callable[..., Any], tmp_path: Path
+) -> None:
+    """No reflection but an Execute that answers: the envelope is chosen, nothing is checked."""
+    running = await envelopes(legacy, reflection=False)
+    path = write(tmp_path, one_step("CreateUser", "{email: x}"), running.endpoint)
+    notes: list[str] = []
+    assert await check_workflows([load_file(str(path))], report=notes.append) == []
+    assert notes == [
+        f"{path}:3:3: note: services.k: protocol maestro-go "
+        "(no reflection; the service answers maestro.v1.MaestroService/Execute)"
+    ]
+    assert running.received == []
+
+
+async def test_an_envelope_of_another_shape_is_a_problem_at_the_endpoint(
+    envelopes: Callable[..., Any], tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A MaestroService whose messages are not Maestro.go's is reported at the endpoint."""
+    broken = Legacy("string_payload.proto", tmp_path_factory.mktemp("broken") / "broken.pb")
+    running = await envelopes(broken)
+    path = write(tmp_path, one_step("CreateUser", "{email: x}"), running.endpoint)
+    (found,) = await check(path)
+    assert found == (
+        f"{endpoint_at(path)}: services.k: its envelope is not Maestro.go's: "
+        "maestro.v1.MaestroService/Execute: field 2 of maestro.v1.ServiceRequest is not "
+        "Maestro.go's 'payload' (google.protobuf.Any)"
+    )
+
+
+async def test_cli_connect_prints_the_protocol_notes_on_stderr(
+    legacy: Legacy,
+    envelopes: Callable[..., Any],
+    server: RunningServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """maestro validate --connect: notes on stderr, sorted by file; stdout and exit status as before."""
+    running = await envelopes(legacy)
+    first = write(tmp_path, one_step("CreateUser", "{email: x}"), running.endpoint, "a.yaml")
+    second = write(tmp_path, one_step("Who", "{s: x}"), server.endpoint, "b.yaml")
+    code = await asyncio.to_thread(main, ["validate", "--connect", str(second), str(first)])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        f"{first}:3:3: note: services.k: protocol maestro-go (reflection lists "
+        "maestro.v1.MaestroService; the methods of maestro.v1.Orchestrator are still called "
+        "directly)",
+        f"{second}:3:3: note: services.k: protocol grpc (reflection lists no "
+        "maestro.v1.MaestroService)",
+        "2 file(s) valid",
+    ]

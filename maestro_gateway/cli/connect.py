@@ -14,12 +14,18 @@ Problems are ``Diagnostic``s at the YAML node concerned, found by re-walking the
 tree (the immutable ``Workflow`` keeps step positions only). HTTP services have no schema and
 are not checked. A service whose descriptors cannot be loaded is one diagnostic at its
 ``endpoint`` (or ``descriptors``) node; the calls to it are then not checked further.
+
+The protocol chosen for each gRPC service (its own methods, or Maestro.go's envelope; DESIGN
+§9) is reported as a note, ``file:line:col: note: services.<name>: protocol …`` at the
+service's name, on stderr: it is information, not a problem. A call that goes through the
+envelope is not checked against a schema (its input travels as a ``google.protobuf.Struct``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from google.protobuf.descriptor import MethodDescriptor
@@ -53,7 +59,7 @@ from maestro_gateway.model.yamlnodes import (
     pairs,
 )
 from maestro_gateway.transports.factory import TransportKey, transport_key
-from maestro_gateway.transports.grpc import Descriptors, GrpcTransport
+from maestro_gateway.transports.grpc import GrpcTransport, Schema, route
 
 DEFAULT_TIMEOUT = 5.0
 """Default bound, in seconds, of loading one service's descriptors."""
@@ -68,10 +74,10 @@ class DescriptorLoader:
     def __init__(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.timeout = timeout
         self._transports: dict[TransportKey, GrpcTransport] = {}
-        self._results: dict[TransportKey, asyncio.Task[Descriptors | CallError]] = {}
+        self._results: dict[TransportKey, asyncio.Task[Schema | CallError]] = {}
 
-    async def load(self, service: Service) -> Descriptors | CallError:
-        """The descriptors of ``service``, or the error that prevented loading them."""
+    async def load(self, service: Service) -> Schema | CallError:
+        """The descriptors and protocol of ``service``, or the error that prevented loading them."""
         key = transport_key(service)
         task = self._results.get(key)
         if task is None:
@@ -80,9 +86,9 @@ class DescriptorLoader:
             task = self._results[key] = asyncio.ensure_future(self._load(transport))
         return await task
 
-    async def _load(self, transport: GrpcTransport) -> Descriptors | CallError:
+    async def _load(self, transport: GrpcTransport) -> Schema | CallError:
         try:
-            return await transport.descriptors(wait=self.timeout)
+            return await transport.schema(wait=self.timeout)
         except CallError as exc:
             return exc
 
@@ -139,6 +145,8 @@ class _WorkflowCheck:
     def __init__(self, workflow: Workflow, loader: DescriptorLoader) -> None:
         self.workflow = workflow
         self.loader = loader
+        self.notes: list[Diagnostic] = []
+        """One note per gRPC service whose schema loaded: the protocol chosen, and why."""
         self.ctx = LoadContext(workflow.path, workflow.source, "", check_files=False)
         root = compose(workflow.source)
         assert root is not None  # the workflow loaded from this very text
@@ -158,24 +166,44 @@ class _WorkflowCheck:
         used = {call.service.name: call.service for _, call in calls}
         loaded = await self._load_all(used.values())
         for step, call in calls:
-            descriptors = loaded.get(call.service.name)
-            if descriptors is not None:
-                self._check_call(step, call, descriptors)
+            schema = loaded.get(call.service.name)
+            if schema is not None:
+                self._check_call(step, call, schema)
         self._check_references()
         return self.ctx.diagnostics
 
-    async def _load_all(self, services: Iterable[Service]) -> dict[str, Descriptors]:
+    async def _load_all(self, services: Iterable[Service]) -> dict[str, Schema]:
         ordered = sorted(services, key=lambda s: s.name)
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(self.loader.load(s)) for s in ordered]
-        out: dict[str, Descriptors] = {}
+        out: dict[str, Schema] = {}
         for service, task in zip(ordered, tasks, strict=True):
             result = task.result()
             if isinstance(result, CallError):
                 self._unloadable(service, result)
-            else:
-                out[service.name] = result
+                continue
+            out[service.name] = result
+            position = service.position
+            self.notes.append(
+                Diagnostic(
+                    self.workflow.path,
+                    position.line,
+                    position.column,
+                    f"note: services.{service.name}: protocol {result.protocol} ({result.reason})",
+                )
+            )
+            if result.problem is not None:
+                self._envelope_unusable(service, result.problem)
         return out
+
+    def _envelope_unusable(self, service: Service, problem: str) -> None:
+        fields = _fields(_fields(_fields(self.root).get("services")).get(service.name))
+        message = f"services.{service.name}: its envelope is not Maestro.go's: {problem}"
+        node = fields.get("endpoint")
+        if node is None:
+            self.ctx.error_at(service.position, message)
+        else:
+            self.ctx.error(node, message)
 
     def _unloadable(self, service: Service, error: CallError) -> None:
         fields = _fields(_fields(_fields(self.root).get("services")).get(service.name))
@@ -187,14 +215,15 @@ class _WorkflowCheck:
         prefix = f"cannot load descriptors from {service.endpoint}: "
         if not reflection:
             prefix = "cannot load descriptors: "
-        message = message if message.startswith("cannot load descriptors") else prefix + message
+        if not message.startswith("cannot load descriptors") and error.code != Code.UNIMPLEMENTED:
+            message = prefix + message
         where = f"services.{service.name}"
         if node is None:
             self.ctx.error_at(service.position, f"{where}: {message}")
         else:
             self.ctx.error(node, f"{where}: {message}")
 
-    def _check_call(self, step: CallStep, call: Call, descriptors: Descriptors) -> None:
+    def _check_call(self, step: CallStep, call: Call, schema: Schema) -> None:
         nodes = self.steps.get(step.id)
         if nodes is None:
             return
@@ -203,15 +232,17 @@ class _WorkflowCheck:
         where = f"steps.{step.id}.compensate" if compensating else f"steps.{step.id}"
         assert isinstance(call.method, GrpcMethod)
         try:
-            method = descriptors.method(call.method.text)
+            method = route(schema, call.method.text)
         except ResolutionError as exc:
             self.ctx.error(fields.get("method", nodes.node), f"{where}.method: {exc.message}")
             return
+        if method is None:
+            return  # through the envelope: no schema to check against
         if not compensating:
             response = None if method.server_streaming else method.output_type
-            schema = OutputSchema(step.id, method.full_name, response)
-            self.outputs[step.output] = schema
-            self.by_step[step.id] = schema
+            output = OutputSchema(step.id, method.full_name, response)
+            self.outputs[step.output] = output
+            self.by_step[step.id] = output
         if "input" in fields:
             self._check_input(fields["input"], method, f"{where}.input")
 
@@ -259,32 +290,58 @@ class _WorkflowCheck:
             refs.value(output, "output")
 
 
-async def check_workflow(workflow: Workflow, loader: DescriptorLoader) -> list[Diagnostic]:
+def print_note(line: str) -> None:
+    """Print a protocol note on stderr (the default ``report``)."""
+    print(line, file=sys.stderr)
+
+
+async def check_workflow(
+    workflow: Workflow,
+    loader: DescriptorLoader,
+    *,
+    report: Callable[[str], None] | None = print_note,
+) -> list[Diagnostic]:
     """Check one loaded workflow against its services' live schemas.
 
     Args:
         workflow: a workflow that passed ``load_file``/``load_string`` (its ``source`` is
             re-parsed for positions).
         loader: loads (and shares) the services' descriptors.
+        report: receives one note line per gRPC service saying which protocol was chosen
+            and why (None: no notes).
 
     Returns:
         Every problem found, sorted; empty when the workflow fits its services.
     """
-    return sorted(await _WorkflowCheck(workflow, loader).run())
+    check = _WorkflowCheck(workflow, loader)
+    problems = sorted(await check.run())
+    if report is not None:
+        for note in sorted(check.notes):
+            report(str(note))
+    return problems
 
 
 async def check_workflows(
-    workflows: Sequence[Workflow], *, load_timeout: float = DEFAULT_TIMEOUT
+    workflows: Sequence[Workflow],
+    *,
+    load_timeout: float = DEFAULT_TIMEOUT,
+    report: Callable[[str], None] | None = print_note,
 ) -> list[Diagnostic]:
     """Check several workflows concurrently, loading each distinct service's descriptors once.
 
     Args:
         workflows: loaded workflows.
         load_timeout: bound of loading one service's descriptors, in seconds.
+        report: receives the protocol notes of every workflow, sorted by file and position
+            (default: printed on stderr; None: no notes).
 
     Returns:
         Every problem of every workflow, sorted.
     """
     async with DescriptorLoader(load_timeout) as loader, asyncio.TaskGroup() as group:
-        tasks = [group.create_task(check_workflow(w, loader)) for w in workflows]
+        checks = [_WorkflowCheck(w, loader) for w in workflows]
+        tasks = [group.create_task(c.run()) for c in checks]
+    if report is not None:
+        for note in sorted(n for c in checks for n in c.notes):
+            report(str(note))
     return sorted(d for task in tasks for d in task.result())

@@ -22,7 +22,7 @@ from maestro_gateway.resilience.breaker import BreakerRegistry
 from maestro_gateway.resilience.clock import Clock
 from maestro_gateway.resilience.deadline import Deadline, attempt_timeout
 from maestro_gateway.resilience.retry import retry_delay, should_retry
-from maestro_gateway.transports.base import Metadata, TransportFactory
+from maestro_gateway.transports.base import CallInfo, Metadata, TransportFactory
 
 
 class CallFailed(Exception):
@@ -119,6 +119,7 @@ class CallRunner:
         except ValueError as exc:
             message = f"service '{service.name}' is unusable: {exc}"
             raise CallFailed(ErrorInfo(step_id, Code.FAILED_PRECONDITION, message)) from exc
+        info = CallInfo(execution.execution_id, step_id, compensation)
         journal = execution.journal
         policy = call.retry
         bpolicy = service.circuit_breaker
@@ -177,7 +178,7 @@ class CallRunner:
                 try:
                     async with asyncio.timeout(timeout):
                         return_value = await transport.call(
-                            name, request, timeout=timeout, metadata=md
+                            name, request, timeout=timeout, metadata=md, info=info
                         )
                 except TimeoutError as exc:
                     raise CallError(

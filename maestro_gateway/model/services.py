@@ -1,4 +1,5 @@
-"""Reading the ``services`` section: endpoints, timeouts, retry, breaker, pool, TLS, descriptors."""
+"""Reading the ``services`` section: endpoints, timeouts, retry, breaker, pool, TLS, descriptors,
+protocol."""
 
 from __future__ import annotations
 
@@ -43,7 +44,9 @@ SERVICE_KEYS = (
     "metadata",
     "headers",
     "descriptors",
+    "protocol",
 )
+PROTOCOLS = ("auto", "grpc", "maestro-go")
 RETRY_KEYS = ("attempts", "backoff", "initial", "multiplier", "max", "jitter", "codes")
 _SERVICE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _GRPC_METADATA_KEY = re.compile(r"[a-z0-9_.-]+")
@@ -294,6 +297,15 @@ def read_service(
             ok = False
         else:
             values["descriptors"] = _descriptors(ctx, fields["descriptors"], f"{where}.descriptors")
+    if "protocol" in fields:
+        if service_type != "grpc":
+            ctx.error(
+                fields["protocol"],
+                f"{where}.protocol: only gRPC services have a protocol (auto, grpc or maestro-go)",
+            )
+            ok = False
+        else:
+            values["protocol"] = ctx.choice(fields["protocol"], f"{where}.protocol", PROTOCOLS)
     metadata = read_metadata(ctx, fields, where, service_type, scope)
     nullable = {"circuit_breaker", "tls"}
     if metadata is None or any(v is None for k, v in values.items() if k not in nullable):

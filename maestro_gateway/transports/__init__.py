@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from maestro_gateway.transports.base import Metadata, Transport, TransportFactory
+from maestro_gateway.transports.base import CallInfo, Metadata, Transport, TransportFactory
 from maestro_gateway.transports.factory import Transports, transport_key
 
 if TYPE_CHECKING:
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from maestro_gateway.transports.http import HttpTransport
 
 __all__ = [
+    "CallInfo",
     "GrpcTransport",
     "HttpTransport",
     "Metadata",

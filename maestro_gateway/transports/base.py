@@ -2,18 +2,36 @@
 
 A transport calls one method of one downstream service with a plain request value (dicts, lists,
 str, int, float, bool, None) and returns a plain response value, or raises ``CallError`` carrying
-a gRPC code. Foreign exceptions (grpc, httpx, aiohttp) never cross this boundary.
+a gRPC code. Foreign exceptions (grpc, httpx, aiohttp) never cross this boundary. The engine
+also says which execution and step a call belongs to (``CallInfo``), for the protocols that carry
+it (Maestro.go's envelope); every other transport ignores it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from maestro_gateway.model.types import Service
 
 Metadata = Sequence[tuple[str, str]]
 """Request metadata/headers as (lower-case key, value) pairs, in order."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """What a call belongs to, as the engine knows it.
+
+    Attributes:
+        execution_id: the execution's id.
+        step_id: the step called, or the step being undone for a compensation.
+        compensation: true when the call undoes ``step_id``.
+    """
+
+    execution_id: str
+    step_id: str
+    compensation: bool = False
 
 
 class Transport(Protocol):
@@ -26,6 +44,7 @@ class Transport(Protocol):
         *,
         timeout: float | None,  # noqa: ASYNC109 - a deadline handed to grpc/httpx, not a wait
         metadata: Metadata,
+        info: CallInfo | None = None,
     ) -> Any:
         """Call ``method`` and return the response as a plain value.
 
@@ -35,6 +54,7 @@ class Transport(Protocol):
             request: the request value; a list for client-streaming methods.
             timeout: the attempt's deadline in seconds (None: unbounded by this call).
             metadata: gRPC metadata or HTTP headers to send.
+            info: the execution and step the call belongs to (None outside an execution).
 
         Returns:
             The response as a plain value (a list of messages for server-streaming methods).

@@ -3,8 +3,9 @@
 Two workflows (or two service names) pointing at the same endpoint with the same connection
 options share one transport, hence one gRPC channel pool or one HTTP connection pool. Options
 that change the connection itself (TLS, pool size, where descriptors come from) give separate
-transports. Per-call options (timeouts, retries, metadata, the breaker policy) are not part of
-the key: they travel with each call.
+transports, and so does the gRPC protocol (a transport chooses it once). Per-call options
+(timeouts, retries, metadata, the breaker policy) are not part of the key: they travel with
+each call.
 
 Transport modules are imported on first use, so code that never calls a service (``maestro
 validate``) loads neither grpc nor httpx.
@@ -23,8 +24,9 @@ from maestro_gateway.transports.base import Transport
 if TYPE_CHECKING:
     from types import TracebackType
 
-TransportKey = tuple[str, str, TLSConfig | None, int, DescriptorSource]
-"""What makes two service definitions share a transport: (type, endpoint, tls, pool, descriptors)."""
+TransportKey = tuple[str, str, TLSConfig | None, int, DescriptorSource, str]
+"""What makes two service definitions share a transport: (type, endpoint, tls, pool, descriptors,
+protocol)."""
 
 Constructor = Callable[[Service], Transport]
 """Builds the transport of a service definition."""
@@ -32,7 +34,14 @@ Constructor = Callable[[Service], Transport]
 
 def transport_key(service: Service) -> TransportKey:
     """Return the sharing key of ``service``."""
-    return (service.type, service.endpoint, service.tls, service.pool, service.descriptors)
+    return (
+        service.type,
+        service.endpoint,
+        service.tls,
+        service.pool,
+        service.descriptors,
+        service.protocol,
+    )
 
 
 def _grpc_transport(service: Service) -> Transport:

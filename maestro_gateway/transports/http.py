@@ -38,7 +38,7 @@ from maestro_gateway.codes import Code
 from maestro_gateway.errors import CallError
 from maestro_gateway.expr import to_text
 from maestro_gateway.model.types import Service, TLSConfig
-from maestro_gateway.transports.base import Metadata
+from maestro_gateway.transports.base import CallInfo, Metadata
 
 USER_AGENT = "maestro-gateway"
 QUERY_VERBS = frozenset({"GET", "HEAD", "DELETE"})
@@ -260,8 +260,11 @@ class HttpTransport:
         *,
         timeout: float | None,  # noqa: ASYNC109 - the Transport protocol passes the deadline
         metadata: Metadata,
+        info: CallInfo | None = None,
     ) -> Any:
         """Send one request and return the decoded response (see the module docstring).
+
+        ``info`` is not sent: HTTP services get nothing the workflow did not ask for.
 
         Raises:
             CallError: the request could not be built, sent or answered with a 2xx status.

@@ -1,7 +1,7 @@
 """Workflows over the running demo services, and the helpers the integration tests share.
 
 Workflows are YAML text with the harness's endpoints substituted (``$inventory``, ``$payments``,
-``$shipping``, ``$mailer``; see ``saga.yaml``), loaded with the real loader and run by the real
+``$shipping``, ``$mailer``, ``$loyalty``; see ``saga.yaml``), loaded with the real loader and run by the real
 :class:`~maestro_gateway.engine.Engine` over real :class:`~maestro_gateway.transports.Transports`.
 """
 
@@ -65,6 +65,7 @@ def endpoints(demo: DemoServices) -> dict[str, str]:
         "payments": demo.payments.address,
         "shipping": demo.shipping.address,
         "mailer": demo.mailer.url,
+        "loyalty": demo.loyalty.address,
     }
 
 
@@ -116,6 +117,9 @@ TARGETS: dict[str, Target] = {
     ),
     "mailer": Target(
         "mailer", "http", "POST /orders/o-1/mail", "{to: ada@example.com}", "SendMail"
+    ),
+    "loyalty": Target(
+        "loyalty", "grpc", "EnrollMember", "{email: ada@example.com, name: Ada}", "EnrollMember"
     ),
 }
 """The first business method of each demo service (``recorded``: its name in call records)."""

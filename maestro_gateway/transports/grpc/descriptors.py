@@ -7,9 +7,11 @@ could not be reached, FAILED_PRECONDITION (permanent) when the descriptors thems
 missing or broken.
 
 Method names resolve as ``pkg.Svc/Method``, ``pkg.Svc.Method`` or a bare ``Method`` that must be
-unique across the target's services. An ambiguous bare name is FAILED_PRECONDITION; a method or
-service that does not exist is UNIMPLEMENTED, the code the server itself would answer. Both are
-permanent and list what does exist.
+unique across the target's application services. The infrastructure services every server may
+add (``grpc.health.v1.Health``, ``grpc.reflection.*``) are reachable by their full names only, so
+that their ``Check`` or ``Watch`` never makes an application's bare name ambiguous. An ambiguous
+bare name is FAILED_PRECONDITION; a method or service that does not exist is UNIMPLEMENTED, the
+code the server itself would answer. Both are permanent and list what does exist.
 """
 
 from __future__ import annotations
@@ -85,45 +87,59 @@ def build_pool(
 
 
 class Descriptors:
-    """The resolved schema of one downstream: a private pool and its application services.
+    """The resolved schema of one downstream: a private pool and the services it serves.
 
     Args:
         pool: the pool holding every file.
-        services: fully-qualified names of the target's services; reflection and health
-            services are ignored.
+        services: fully-qualified names of the target's services. An application service the
+            pool cannot describe is an error; an infrastructure service (health, reflection)
+            that it cannot describe is left out.
     """
 
     def __init__(self, pool: descriptor_pool.DescriptorPool, services: Iterable[str]) -> None:
         self.pool = pool
         self.services: dict[str, ServiceDescriptor] = {}
+        """Every service described, infrastructure ones included (reachable by full name)."""
+        self.application: dict[str, ServiceDescriptor] = {}
+        """The services bare method names are resolved against."""
         for name in services:
-            if name.startswith(INFRASTRUCTURE_SERVICE_PREFIXES):
-                continue
+            infrastructure = name.startswith(INFRASTRUCTURE_SERVICE_PREFIXES)
             try:
-                self.services[name] = pool.FindServiceByName(name)
+                service = pool.FindServiceByName(name)
             except KeyError as exc:
+                if infrastructure:
+                    continue
                 raise _precondition(f"no descriptor for the service {name!r}") from exc
-        self._methods: dict[str, MethodDescriptor] = {}
+            self.services[name] = service
+            if not infrastructure:
+                self.application[name] = service
+        self._methods: dict[tuple[str, str | None], MethodDescriptor] = {}
 
-    def method(self, text: str) -> MethodDescriptor:
+    def method(self, text: str, *, bare_skip: str | None = None) -> MethodDescriptor:
         """Resolve ``pkg.Svc/Method``, ``pkg.Svc.Method`` or a unique bare ``Method``.
+
+        Args:
+            text: the method as written.
+            bare_skip: a service that bare names are not resolved against (full names still
+                reach it): the envelope service when the envelope takes unresolved names.
 
         Raises:
             ResolutionError: UNIMPLEMENTED when nothing matches, FAILED_PRECONDITION when a
                 bare name matches several methods; both permanent and listing the candidates.
         """
-        found = self._methods.get(text)
+        key = (text, bare_skip)
+        found = self._methods.get(key)
         if found is None:
-            found = self._methods[text] = self._resolve(text.strip())
+            found = self._methods[key] = self._resolve(text.strip(), bare_skip)
         return found
 
-    def _resolve(self, text: str) -> MethodDescriptor:
+    def _resolve(self, text: str, bare_skip: str | None) -> MethodDescriptor:
         if "/" in text:
             service_name, _, name = text.lstrip("/").partition("/")
         elif "." in text:
             service_name, _, name = text.rpartition(".")
         else:
-            return self._resolve_bare(text)
+            return self._resolve_bare(text, bare_skip)
         service = self.services.get(service_name)
         if service is None:
             try:
@@ -143,10 +159,9 @@ class Descriptors:
             )
         return method
 
-    def _resolve_bare(self, name: str) -> MethodDescriptor:
-        candidates = [
-            s.methods_by_name[name] for s in self.services.values() if name in s.methods_by_name
-        ]
+    def _resolve_bare(self, name: str, bare_skip: str | None) -> MethodDescriptor:
+        searched = [s for n, s in self.application.items() if n != bare_skip]
+        candidates = [s.methods_by_name[name] for s in searched if name in s.methods_by_name]
         if len(candidates) == 1:
             return candidates[0]
         if candidates:
@@ -157,12 +172,16 @@ class Descriptors:
                 f"method name {name!r} is ambiguous: it matches {listed}; "
                 "write it as pkg.Service/Method"
             )
-        every = sorted(
-            f"{s.full_name}/{m}" for s in self.services.values() for m in s.methods_by_name
+        every = sorted(f"{s.full_name}/{m}" for s in searched for m in s.methods_by_name)
+        infrastructure = sorted(
+            f"{s.full_name}/{name}"
+            for n, s in self.services.items()
+            if n not in self.application and name in s.methods_by_name
         )
+        hint = f" (call {' or '.join(infrastructure)} by its full name)" if infrastructure else ""
         raise ResolutionError(
             f"no service of the target has a method {name!r}; methods: "
-            f"{', '.join(every) or 'none'}",
+            f"{', '.join(every) or 'none'}{hint}",
             Code.UNIMPLEMENTED,
         )
 
@@ -263,7 +282,8 @@ async def load_descriptors(
     target: str,
     rpc_timeout: float | None,
     metadata: Sequence[tuple[str, str | bytes]] = (),
-) -> Descriptors:
+    optional: bool = False,
+) -> Descriptors | None:
     """Load a service's descriptors from its configured source.
 
     Args:
@@ -272,6 +292,10 @@ async def load_descriptors(
         target: the endpoint, for messages.
         rpc_timeout: bound of the reflection exchange, in seconds.
         metadata: sent with the reflection call.
+        optional: return None, instead of failing, when the service serves no reflection.
+
+    Returns:
+        The descriptors; None only when ``optional`` and reflection is not served.
 
     Raises:
         CallError: UNAVAILABLE (retryable) when the service could not be reached,
@@ -296,6 +320,8 @@ async def load_descriptors(
             f"reflection on {target} failed with {err.code().name}: {details}"
         ) from err
     except ReflectionError as exc:
+        if optional and exc.not_served:
+            return None
         hint = (
             "; configure `descriptors: {protoset: …}` or `{protos: […]}` for this service"
             if exc.not_served

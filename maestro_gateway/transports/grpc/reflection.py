@@ -20,7 +20,8 @@ V1_METHOD = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
 V1ALPHA_METHOD = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 
 INFRASTRUCTURE_SERVICE_PREFIXES = ("grpc.reflection.", "grpc.health.")
-"""Services every server may expose that are never a workflow's target."""
+"""Services every server may expose beside its own: callable by full name only, and described
+when the server can (some list reflection services they cannot describe)."""
 
 
 class ReflectionError(Exception):
@@ -126,22 +127,30 @@ async def fetch_descriptors(
         metadata: sent with the reflection call (servers may guard it like any method).
 
     Returns:
-        The application services (reflection and health excluded) and the file descriptors
-        defining them, dependencies included (in no particular order).
+        Every service listed (health and reflection included) and the file descriptors
+        defining them, dependencies included (in no particular order). An infrastructure
+        service the server cannot describe is left out of both.
 
     Raises:
         grpc.aio.AioRpcError: the call failed (unreachable server, deadline …).
-        ReflectionError: reflection is not served, or could not resolve a service or file.
+        ReflectionError: reflection is not served, or could not resolve an application
+            service or a file.
     """
     session, listed = await _open(channel, rpc_timeout, metadata)
     try:
-        services = [s for s in listed if not s.startswith(INFRASTRUCTURE_SERVICE_PREFIXES)]
+        services: list[str] = []
         files: dict[str, descriptor_pb2.FileDescriptorProto] = {}
-        for service in services:
-            if any(_defines_service(f, service) for f in files.values()):
-                continue
-            for proto in await session.files(file_containing_symbol=service):
-                files.setdefault(proto.name, proto)
+        for service in listed:
+            if not any(_defines_service(f, service) for f in files.values()):
+                try:
+                    found = await session.files(file_containing_symbol=service)
+                except ReflectionError:
+                    if service.startswith(INFRASTRUCTURE_SERVICE_PREFIXES):
+                        continue
+                    raise
+                for proto in found:
+                    files.setdefault(proto.name, proto)
+            services.append(service)
         missing = _missing_dependencies(files)
         while missing:
             for name in missing:

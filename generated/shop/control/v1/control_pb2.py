@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dshop/control/v1/control.proto\x12\x0fshop.control.v1\"\x07\n\x05\x45mpty\"o\n\x05\x46\x61ult\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\r\n\x05times\x18\x04 \x01(\x05\x12\x10\n\x08\x64\x65lay_ms\x18\x05 \x01(\x05\x12\x16\n\x0eretry_after_ms\x18\x06 \x01(\x05\"\xd5\x01\n\x04\x43\x61ll\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x14\n\x0crequest_json\x18\x02 \x01(\t\x12\x35\n\x08metadata\x18\x03 \x03(\x0b\x32#.shop.control.v1.Call.MetadataEntry\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\x17\n\x0fstarted_unix_ms\x18\x05 \x01(\x03\x12\x15\n\rended_unix_ms\x18\x06 \x01(\x03\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"0\n\x08\x43\x61llList\x12$\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x15.shop.control.v1.Call2\xbe\x01\n\x07\x43ontrol\x12:\n\x08\x41\x64\x64\x46\x61ult\x12\x16.shop.control.v1.Fault\x1a\x16.shop.control.v1.Empty\x12\x37\n\x05Reset\x12\x16.shop.control.v1.Empty\x1a\x16.shop.control.v1.Empty\x12>\n\tListCalls\x12\x16.shop.control.v1.Empty\x1a\x19.shop.control.v1.CallListB\'Z%example.com/shop/control/v1;controlv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dshop/control/v1/control.proto\x12\x0fshop.control.v1\"\x07\n\x05\x45mpty\"o\n\x05\x46\x61ult\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\r\n\x05times\x18\x04 \x01(\x05\x12\x10\n\x08\x64\x65lay_ms\x18\x05 \x01(\x05\x12\x16\n\x0eretry_after_ms\x18\x06 \x01(\x05\"\xe2\x01\n\x04\x43\x61ll\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x14\n\x0crequest_json\x18\x02 \x01(\t\x12\x35\n\x08metadata\x18\x03 \x03(\x0b\x32#.shop.control.v1.Call.MetadataEntry\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\x17\n\x0fstarted_unix_ms\x18\x05 \x01(\x03\x12\x15\n\rended_unix_ms\x18\x06 \x01(\x03\x12\x0b\n\x03rpc\x18\x07 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"0\n\x08\x43\x61llList\x12$\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x15.shop.control.v1.Call2\xbe\x01\n\x07\x43ontrol\x12:\n\x08\x41\x64\x64\x46\x61ult\x12\x16.shop.control.v1.Fault\x1a\x16.shop.control.v1.Empty\x12\x37\n\x05Reset\x12\x16.shop.control.v1.Empty\x1a\x16.shop.control.v1.Empty\x12>\n\tListCalls\x12\x16.shop.control.v1.Empty\x1a\x19.shop.control.v1.CallListB\'Z%example.com/shop/control/v1;controlv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,11 +39,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FAULT']._serialized_start=59
   _globals['_FAULT']._serialized_end=170
   _globals['_CALL']._serialized_start=173
-  _globals['_CALL']._serialized_end=386
-  _globals['_CALL_METADATAENTRY']._serialized_start=339
-  _globals['_CALL_METADATAENTRY']._serialized_end=386
-  _globals['_CALLLIST']._serialized_start=388
-  _globals['_CALLLIST']._serialized_end=436
-  _globals['_CONTROL']._serialized_start=439
-  _globals['_CONTROL']._serialized_end=629
+  _globals['_CALL']._serialized_end=399
+  _globals['_CALL_METADATAENTRY']._serialized_start=352
+  _globals['_CALL_METADATAENTRY']._serialized_end=399
+  _globals['_CALLLIST']._serialized_start=401
+  _globals['_CALLLIST']._serialized_end=449
+  _globals['_CONTROL']._serialized_start=452
+  _globals['_CONTROL']._serialized_end=642
 # @@protoc_insertion_point(module_scope)

@@ -27,7 +27,7 @@ class Fault(_message.Message):
     def __init__(self, method: _Optional[str] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., times: _Optional[int] = ..., delay_ms: _Optional[int] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
 
 class Call(_message.Message):
-    __slots__ = ("method", "request_json", "metadata", "outcome", "started_unix_ms", "ended_unix_ms")
+    __slots__ = ("method", "request_json", "metadata", "outcome", "started_unix_ms", "ended_unix_ms", "rpc")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -41,13 +41,15 @@ class Call(_message.Message):
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     STARTED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     ENDED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    RPC_FIELD_NUMBER: _ClassVar[int]
     method: str
     request_json: str
     metadata: _containers.ScalarMap[str, str]
     outcome: str
     started_unix_ms: int
     ended_unix_ms: int
-    def __init__(self, method: _Optional[str] = ..., request_json: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., outcome: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., ended_unix_ms: _Optional[int] = ...) -> None: ...
+    rpc: str
+    def __init__(self, method: _Optional[str] = ..., request_json: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., outcome: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., ended_unix_ms: _Optional[int] = ..., rpc: _Optional[str] = ...) -> None: ...
 
 class CallList(_message.Message):
     __slots__ = ("calls",)

@@ -66,11 +66,17 @@ class Call(betterproto.Message):
 
     outcome: str = betterproto.string_field(4)
     """
-    OK, or the code it ended with; "CANCELLED" when the caller went away.
+    OK, or the code it ended with; "CANCELLED" when the caller went away; "REFUSED" when a
+     service on Maestro.go's envelope answered success: false.
     """
 
     started_unix_ms: int = betterproto.int64_field(5)
     ended_unix_ms: int = betterproto.int64_field(6)
+    rpc: str = betterproto.string_field(7)
+    """
+    The RPC that carried the call when it is not `method` itself: "Execute" or "Compensate"
+     for a service on Maestro.go's envelope (whose `method` is the one named in the request).
+    """
 
 
 @dataclass(eq=False, repr=False)
