@@ -15,6 +15,7 @@ from typing import Any
 from maestro_gateway.codes import Code
 from maestro_gateway.engine.context import Execution, Resume, StepState
 from maestro_gateway.engine.events import ErrorInfo
+from maestro_gateway.engine.paths import StepPath
 from maestro_gateway.errors import CallError, CircuitOpenError, EvaluationError, ExecutionError
 from maestro_gateway.journal.base import IntentEntry, OutcomeEntry
 from maestro_gateway.model.types import Call, HttpMethod
@@ -33,8 +34,8 @@ class CallFailed(Exception):
         self.error = error
 
 
-def evaluation_failure(step_id: str, exc: EvaluationError, field: str) -> ErrorInfo:
-    """An INVALID_ARGUMENT failure naming the step, the field and the expression."""
+def evaluation_failure(step_id: StepPath, exc: EvaluationError, field: str) -> ErrorInfo:
+    """An INVALID_ARGUMENT failure naming the step (its path), the field and the expression."""
     named = exc.within(field)
     return ErrorInfo(step_id, Code.INVALID_ARGUMENT, f"step '{step_id}': {named.message}")
 
@@ -100,6 +101,7 @@ class CallRunner:
         Attempts are counted on ``state`` (``attempts``, or ``compensation_attempts``) and each
         one is announced with ``step_started``/``compensation_started``; each retry with
         ``step_retrying`` (compensation retries are silent between their started events).
+        Events, errors and journal entries name the step by its path, ``state.path``.
         With a journal, each attempt's intent (the rendered request) is durable before the call
         is sent, and its outcome is submitted together with the event that reports it.
         ``resume`` continues a call interrupted by a gateway restart.
@@ -107,7 +109,7 @@ class CallRunner:
         Raises:
             CallFailed: the call failed for good; the error names the step.
         """
-        step_id = state.step.id
+        step_id = state.path
         name, request, md = self._render(
             call, execution.ctx, step_id, "compensate." if compensation else "", metadata
         )

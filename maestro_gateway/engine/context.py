@@ -4,7 +4,9 @@ The context is one dict, mutated in place as steps finish (never copied per step
 ``workflow`` (``name``, ``version``, ``execution_id``), ``steps`` (``{id: {output, status,
 attempts, error}}``), each finished step's output under its output name, and ``error`` once a
 rollback starts. Parallel siblings cannot reference each other (a load-time rule), so sharing the
-dict between concurrent children is safe.
+dict between concurrent children is safe. Step states are keyed by step path
+(``maestro_gateway.engine.paths``), which is also the ``step_id`` of every event and error they
+produce.
 
 Events are built only when someone listens: every ``emit_*`` method returns at once when the
 execution has neither a sink nor a journal. With a journal every event is submitted to it and
@@ -38,6 +40,7 @@ from maestro_gateway.engine.events import (
     StepSucceeded,
 )
 from maestro_gateway.engine.journaling import event_entry
+from maestro_gateway.engine.paths import StepPath, step_path
 from maestro_gateway.errors import ExecutionError
 from maestro_gateway.journal.base import Journal
 from maestro_gateway.model.types import CallStep, Workflow
@@ -62,7 +65,7 @@ class Resume:
 
 
 class StepState:
-    """What is known about one call step during an execution."""
+    """What is known about one run of a call step during an execution, at ``path``."""
 
     __slots__ = (
         "attempts",
@@ -71,14 +74,16 @@ class StepState:
         "duration",
         "error",
         "output",
+        "path",
         "resume",
         "started",
         "status",
         "step",
     )
 
-    def __init__(self, step: CallStep) -> None:
+    def __init__(self, step: CallStep, path: StepPath) -> None:
         self.step = step
+        self.path = path
         self.status = StepStatus.PENDING
         self.attempts = 0
         self.compensation_attempts = 0
@@ -93,7 +98,7 @@ class StepState:
     def result(self) -> StepResult:
         """The immutable result of this step."""
         return StepResult(
-            step_id=self.step.id,
+            step_id=self.path,
             status=self.status,
             attempts=self.attempts,
             output=self.output,
@@ -158,7 +163,12 @@ class Execution:
             },
             "steps": self.steps_ctx,
         }
-        self.states: dict[str, StepState] = {s.id: StepState(s) for s in workflow.call_steps()}
+        self.states: dict[StepPath, StepState] = {}
+        """By path. Every step whose path is known before the run (that is, outside any kind that
+        prefixes paths) has its state from the start, in file order."""
+        for step in workflow.call_steps():
+            path = step_path("", step.id)
+            self.states[path] = StepState(step, path)
         self.completed: list[StepState] = []
         """Succeeded steps that declare a compensation, in order of completion."""
         self.cause: ErrorInfo | None = None
@@ -200,9 +210,7 @@ class Execution:
         self.publish(state)
         if self.listening:
             self.emit(
-                StepSkipped(
-                    self.execution_id, self._next(), self.clock.wall(), state.step.id, reason
-                )
+                StepSkipped(self.execution_id, self._next(), self.clock.wall(), state.path, reason)
             )
 
     def restore_skipped(self, state: StepState) -> None:
@@ -227,7 +235,7 @@ class Execution:
                     self.execution_id,
                     self._next(),
                     self.clock.wall(),
-                    state.step.id,
+                    state.path,
                     state.attempts,
                     error,
                     status,
@@ -246,7 +254,7 @@ class Execution:
             status=status,
             output=output,
             error=self.cause,
-            steps={sid: s.result() for sid, s in self.states.items()},
+            steps={path: s.result() for path, s in self.states.items()},
             started_at=self.started_wall,
             duration=self.clock.monotonic() - self.started_mono,
         )
@@ -283,13 +291,15 @@ class Execution:
                 ExecutionRecovered(self.execution_id, self._next(), self.clock.wall(), reason)
             )
 
-    def emit_attempt(self, step_id: str, attempt: int, compensation: bool) -> None:
+    def emit_attempt(self, step_id: StepPath, attempt: int, compensation: bool) -> None:
         """Emit ``StepStarted`` or ``CompensationStarted`` for one attempt."""
         if self.listening:
             kind = CompensationStarted if compensation else StepStarted
             self.emit(kind(self.execution_id, self._next(), self.clock.wall(), step_id, attempt))
 
-    def emit_retrying(self, step_id: str, attempt: int, error: ErrorInfo, delay: float) -> None:
+    def emit_retrying(
+        self, step_id: StepPath, attempt: int, error: ErrorInfo, delay: float
+    ) -> None:
         """Emit ``StepRetrying``: attempt ``attempt`` failed with ``error``; next in ``delay`` s."""
         if self.listening:
             self.emit(
@@ -310,7 +320,7 @@ class Execution:
                 self.execution_id,
                 self._next(),
                 self.clock.wall(),
-                state.step.id,
+                state.path,
                 state.attempts,
                 state.output,
                 state.duration,
@@ -325,7 +335,7 @@ class Execution:
                     self.execution_id,
                     self._next(),
                     self.clock.wall(),
-                    state.step.id,
+                    state.path,
                     state.compensation_attempts,
                     duration,
                 )
@@ -339,7 +349,7 @@ class Execution:
                     self.execution_id,
                     self._next(),
                     self.clock.wall(),
-                    state.step.id,
+                    state.path,
                     state.compensation_attempts,
                     error,
                 )

@@ -12,7 +12,8 @@ Order of events for one execution::
     execution_finished  (always last)
 
 ``step_retrying.attempt`` is the attempt that failed; the next ``step_started`` carries the next
-number. Parallel children interleave their events.
+number. Parallel children interleave their events. Each step runs through the executor of its
+kind (``maestro_gateway.engine.kinds``); events and results name steps by path.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from maestro_gateway.codes import Code
-from maestro_gateway.engine.calls import CallFailed, CallRunner, evaluation_failure
+from maestro_gateway.engine.calls import CallRunner
 from maestro_gateway.engine.context import Execution
 from maestro_gateway.engine.events import (
     ErrorInfo,
@@ -35,11 +36,12 @@ from maestro_gateway.engine.events import (
     StepStatus,
 )
 from maestro_gateway.engine.journaling import final_state, result_data
+from maestro_gateway.engine.kinds import DeadlinePassed, Scope, StepFailure, run_steps
 from maestro_gateway.engine.recovery import Phase, restore
 from maestro_gateway.engine.saga import compensate
 from maestro_gateway.errors import EvaluationError
 from maestro_gateway.journal.base import ExecutionRecord, ExecutionState, Journal, StateEntry
-from maestro_gateway.model.types import CallStep, ParallelStep, Workflow
+from maestro_gateway.model.types import Workflow
 from maestro_gateway.resilience.breaker import BreakerRegistry
 from maestro_gateway.resilience.clock import Clock, SystemClock
 from maestro_gateway.resilience.deadline import Deadline
@@ -49,18 +51,6 @@ _DEADLINE_SLACK = 0.05
 """A cancel this close to the caller's deadline (seconds) is that deadline passing."""
 
 T = TypeVar("T")
-
-
-class _StepFailure(Exception):
-    """A step failed for good; the cause is already recorded on the execution."""
-
-
-class _DeadlinePassed(Exception):
-    """A call ran out of time because the execution's deadline passed (not its own timeout).
-
-    Treated like the deadline timer firing, so the cause names the first step in flight whichever
-    of the equal timers (the workflow's, the attempt's, the transport's) happened to fire first.
-    """
 
 
 class ExecutionExists(Exception):
@@ -268,20 +258,21 @@ class Engine:
             # It passed while the gateway was down: nothing more is called.
             self._interrupt(execution, Code.DEADLINE_EXCEEDED, deadline_message)
         elif phase is Phase.RUN:
+            scope = Scope(execution, self._runner, deadline, metadata)
             try:
                 if deadline is None:
-                    await self._run_steps(execution, None, metadata)
+                    await run_steps(scope, workflow.steps)
                 else:
                     async with asyncio.timeout(deadline.remaining()):
-                        await self._run_steps(execution, deadline, metadata)
+                        await run_steps(scope, workflow.steps)
                 output = self._output(execution)
-            except _StepFailure:
+            except StepFailure:
                 task = asyncio.current_task()
                 # A TaskGroup whose child failed swallows a concurrent cancel of its parent.
                 cancelled = task is not None and task.cancelling() > 0
                 if cancelled and self._handing_over:
                     raise asyncio.CancelledError from None
-            except (TimeoutError, _DeadlinePassed):
+            except (TimeoutError, DeadlinePassed):
                 self._interrupt(execution, Code.DEADLINE_EXCEEDED, deadline_message)
             except asyncio.CancelledError:
                 if self._handing_over:
@@ -342,78 +333,6 @@ class Engine:
             journal.submit((state,))
             await self._shielded(journal.flush())
 
-    async def _run_steps(
-        self, execution: Execution, deadline: Deadline | None, md: Metadata
-    ) -> None:
-        for step in execution.workflow.steps:
-            if isinstance(step, ParallelStep):
-                await self._run_parallel(execution, step, deadline, md)
-            else:
-                await self._run_step(execution, step, deadline, md)
-
-    async def _run_parallel(
-        self, execution: Execution, step: ParallelStep, deadline: Deadline | None, md: Metadata
-    ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        cancelling = task.cancelling()
-        try:
-            async with asyncio.TaskGroup() as group:
-                for child in step.steps:
-                    group.create_task(self._run_step(execution, child, deadline, md))
-        except BaseExceptionGroup as group_error:
-            if task.cancelling() > cancelling:
-                # Python 3.11's TaskGroup leaves its own cancel request on the parent when a
-                # child fails during __aexit__ (fixed in 3.12); take it back so that later
-                # timeouts and cancels are read correctly. A caller cancel stays counted.
-                task.uncancel()
-            failures, rest = group_error.split(_StepFailure)
-            _, rest = rest.split(_DeadlinePassed) if rest is not None else (None, None)
-            if rest is not None:
-                raise rest from None
-            if failures is None:
-                raise _DeadlinePassed from None
-            # Siblings cancelled because of the failure: reported, never compensated.
-            failed = execution.cause
-            reason = f"cancelled: step '{failed.step_id}' failed" if failed else "cancelled"
-            for state in execution.running():
-                execution.step_failed(
-                    state, ErrorInfo(state.step.id, Code.CANCELLED, reason), StepStatus.CANCELLED
-                )
-            raise _StepFailure from None
-
-    async def _run_step(
-        self, execution: Execution, step: CallStep, deadline: Deadline | None, md: Metadata
-    ) -> None:
-        state = execution.states[step.id]
-        status = state.status
-        if status is StepStatus.SUCCEEDED or status is StepStatus.SKIPPED:
-            return  # done before a restart
-        resume = state.resume
-        if resume is not None:
-            state.resume = None
-        elif step.when is not None:
-            try:
-                go = step.when.evaluate(execution.ctx)
-            except EvaluationError as exc:
-                execution.step_failed(state, evaluation_failure(step.id, exc, "when"))
-                raise _StepFailure from exc
-            if not go:
-                execution.step_skipped(state, f"condition is false: {step.when.expression}")
-                return
-        if resume is None:
-            execution.step_running(state)
-        try:
-            output = await self._runner.run(
-                execution, state, step.call, deadline=deadline, metadata=md, resume=resume
-            )
-        except CallFailed as failed:
-            if failed.error.code is Code.DEADLINE_EXCEEDED and deadline and deadline.expired:
-                raise _DeadlinePassed from None
-            execution.step_failed(state, failed.error)
-            raise _StepFailure from None
-        execution.step_succeeded(state, output)
-
     def _output(self, execution: Execution) -> Any:
         template = execution.workflow.output
         ctx = execution.ctx
@@ -432,9 +351,9 @@ class Engine:
         running = execution.running()
         status = StepStatus.CANCELLED if code is Code.CANCELLED else StepStatus.FAILED
         if execution.cause is None:
-            execution.cause = ErrorInfo(running[0].step.id if running else "", code, message)
+            execution.cause = ErrorInfo(running[0].path if running else "", code, message)
         for state in running:
-            execution.step_failed(state, ErrorInfo(state.step.id, code, message), status)
+            execution.step_failed(state, ErrorInfo(state.path, code, message), status)
 
     async def _shielded(self, work: Awaitable[T]) -> T:
         """Run ``work`` to completion even if the awaiting task is cancelled again.
@@ -459,7 +378,7 @@ class Engine:
         reason = f"cancelled: step '{failed.step_id}' failed" if failed else "cancelled"
         for state in execution.running():
             execution.step_failed(
-                state, ErrorInfo(state.step.id, Code.CANCELLED, reason), StepStatus.CANCELLED
+                state, ErrorInfo(state.path, Code.CANCELLED, reason), StepStatus.CANCELLED
             )
 
 

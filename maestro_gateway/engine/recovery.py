@@ -1,6 +1,7 @@
 """Rebuild an execution's state from its journaled events, to resume it (DESIGN §10).
 
-The events are the record of what happened: a ``step_succeeded`` gives the step's output (it is
+The events are the record of what happened, folded by step path (an event's ``step_id``, the
+key of the execution's step states): a ``step_succeeded`` gives the step's output (it is
 never called again), the order of those events is the saga's completion order, and the last event
 of a step that did not end tells where its call stood:
 
@@ -33,6 +34,7 @@ from maestro_gateway.engine.events import (
     StepStatus,
     StepSucceeded,
 )
+from maestro_gateway.engine.paths import StepPath
 from maestro_gateway.errors import CallError
 
 INTERRUPTED = "the gateway stopped during this call; the service may have acted on it"
@@ -53,8 +55,8 @@ class Restored:
     """What :func:`restore` found."""
 
     phase: Phase
-    in_flight: tuple[str, ...]
-    """Steps (or compensations) whose call was interrupted, in the order they started."""
+    in_flight: tuple[StepPath, ...]
+    """Steps (or compensations) whose call was interrupted, by path, in the order they started."""
 
 
 def interrupted_error() -> CallError:
@@ -72,7 +74,7 @@ def restore(execution: Execution, events: Sequence[Event], wall_now: float) -> R
     mono_offset = clock.monotonic() - wall_now
     rollback = False
     cancelled_cause: ErrorInfo | None = None
-    in_flight: dict[str, None] = {}
+    in_flight: dict[StepPath, None] = {}
     for event in events:
         execution.sequence = event.sequence
         match event:
@@ -138,8 +140,8 @@ def restore(execution: Execution, events: Sequence[Event], wall_now: float) -> R
     return Restored(phase, tuple(in_flight))
 
 
-def _succeeded(execution: Execution, step_id: str, output: object, duration: float) -> None:
-    state = execution.states[step_id]
+def _succeeded(execution: Execution, path: StepPath, output: object, duration: float) -> None:
+    state = execution.states[path]
     state.status = StepStatus.SUCCEEDED
     state.output = output
     state.duration = duration

@@ -24,6 +24,8 @@ from maestro_gateway.transports.base import Metadata
 async def compensate(execution: Execution, runner: CallRunner, metadata: Metadata) -> bool:
     """Run every needed compensation of ``execution``; return True when all succeeded.
 
+    ``execution.completed`` is the completion list: one state per succeeded run of a step, each
+    with its path (``lines[2].reserve``), so a step run more than once is undone once per run.
     Each compensated step ends COMPENSATED or COMPENSATION_FAILED (with ``compensation_error``),
     and ``steps.<id>.status`` in the context follows, so later compensations can see it.
     """

@@ -6,12 +6,16 @@ children all start from the node before the group (fork) and all lead to the nod
 what follows; a ``when`` on a parallel child labels the edge into it. A compensation is a dashed
 edge from the step back to the node before it, labelled ``compensate: Method``. Node ids are
 generated (``s1``, ``d2``, ``p3`` …), so step ids never meet Mermaid's grammar, and every label
-is quoted with Mermaid's entity codes for the characters that would end or change it.
+is quoted with Mermaid's entity codes for the characters that would end or change it. Each step
+kind has one drawer, found by the step's class in ``_DRAWERS``.
 """
 
 from __future__ import annotations
 
-from maestro_gateway.model.types import Call, CallStep, GrpcMethod, ParallelStep, Workflow
+from collections.abc import Callable
+from typing import Any
+
+from maestro_gateway.model.types import Call, CallStep, GrpcMethod, ParallelStep, Step, Workflow
 
 _ESCAPES = {
     "&": "#amp;",
@@ -66,13 +70,15 @@ class _Builder:
         self.lines.append(f'    start(["{escape(self.workflow.name)}"])')
         exits: list[Exit] = [("start", None)]
         for step in self.workflow.steps:
-            if isinstance(step, ParallelStep):
-                exits = self._parallel(step, exits)
-            else:
-                exits = self._step(step, exits)
+            exits = self._draw(step, exits)
         self.lines.append('    finish(["end"])')
         self._connect(exits, "finish")
         return "\n".join(self.lines) + "\n"
+
+    def _draw(self, step: Step, exits: list[Exit]) -> list[Exit]:
+        """Draw ``step`` after ``exits`` with the drawer of its kind; return its exits."""
+        draw: Callable[[_Builder, Any, list[Exit]], list[Exit]] = _DRAWERS[type(step)]
+        return draw(self, step, exits)
 
     def _new_id(self, prefix: str) -> str:
         self.counter += 1
@@ -124,3 +130,10 @@ class _Builder:
             self._connect(exits, node, when)
             self._compensation(child, node, exits)
         return [(node, None) for _, node in nodes]
+
+
+_DRAWERS: dict[type[Any], Callable[[_Builder, Any, list[Exit]], list[Exit]]] = {
+    CallStep: _Builder._step,
+    ParallelStep: _Builder._parallel,
+}
+"""The drawer of each step kind: draws one step after the given exits and returns its exits."""

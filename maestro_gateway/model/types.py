@@ -9,7 +9,7 @@ engine reads one value per concern.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -208,6 +208,10 @@ class CallStep:
     compensate: Call | None = None
     position: Position = NOWHERE
 
+    def children(self) -> tuple[Step, ...]:
+        """The steps nested in this one: none."""
+        return ()
+
 
 @dataclass(frozen=True, slots=True)
 class ParallelStep:
@@ -217,8 +221,23 @@ class ParallelStep:
     steps: tuple[CallStep, ...]
     position: Position = NOWHERE
 
+    def children(self) -> tuple[Step, ...]:
+        """The steps nested in this one, in file order."""
+        return self.steps
+
 
 Step = CallStep | ParallelStep
+"""A step of any kind. A kind is one class here (with ``children()``, the steps it nests) and one
+executor function registered in ``maestro_gateway.engine.kinds``."""
+
+
+def walk(steps: Sequence[Step]) -> Iterator[Step]:
+    """Every step of ``steps`` and of the steps they nest, depth first, in file order."""
+    for step in steps:
+        yield step
+        nested = step.children()
+        if nested:
+            yield from walk(nested)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,19 +272,17 @@ class Workflow:
     warnings: tuple[Diagnostic, ...] = field(default=(), compare=False, repr=False)
     input_validator: Validator | None = field(init=False, default=None, compare=False, repr=False)
     """Derived from ``input_schema`` when the workflow is built (checking inputs is per request)."""
+    _call_steps: tuple[CallStep, ...] = field(init=False, default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        # Read by every execution; the steps never change, so the walk is done once.
+        calls = tuple(s for s in walk(self.steps) if isinstance(s, CallStep))
+        object.__setattr__(self, "_call_steps", calls)
         if self.input_schema is not None:
             from maestro_gateway.model.schema import compile_validator
 
             object.__setattr__(self, "input_validator", compile_validator(self.input_schema))
 
     def call_steps(self) -> tuple[CallStep, ...]:
-        """Every call step in execution order, parallel children flattened."""
-        out: list[CallStep] = []
-        for step in self.steps:
-            if isinstance(step, ParallelStep):
-                out.extend(step.steps)
-            else:
-                out.append(step)
-        return tuple(out)
+        """Every call step in file order, nested ones included (see :func:`walk`)."""
+        return self._call_steps
