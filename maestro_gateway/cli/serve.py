@@ -29,6 +29,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from maestro_gateway.cli import USAGE_ERROR
+from maestro_gateway.cli.limits import (
+    add_request_arguments,
+    add_yaml_arguments,
+    apply_yaml_limits,
+    request_limits,
+)
 from maestro_gateway.model.durations import DurationError, parse_duration
 
 RUNTIME_ERROR = 1
@@ -110,6 +116,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="executions in flight at once; beyond it RESOURCE_EXHAUSTED (default 1000)",
     )
+    add_yaml_arguments(parser)
+    add_request_arguments(parser)
     parser.add_argument("--tls-cert", metavar="FILE", help="server certificate chain (PEM)")
     parser.add_argument("--tls-key", metavar="FILE", help="server private key (PEM)")
     parser.add_argument(
@@ -174,6 +182,7 @@ async def _serve(args: argparse.Namespace) -> int:
     from maestro_gateway.server.logfmt import logfmt
 
     log = logging.getLogger("maestro_gateway.server")
+    apply_yaml_limits(args)  # before anything is loaded: recovery and reloads read them too
     tls = TLSFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
     try:
         journal = open_journal(args.journal, sync=args.journal_sync)
@@ -190,6 +199,7 @@ async def _serve(args: argparse.Namespace) -> int:
         tls=tls,
         journal=journal,
         retention=args.retention,
+        limits=request_limits(args),
     )
     for problem in problems:
         log.error(logfmt("workflow_invalid", diagnostic=str(problem)))

@@ -15,6 +15,9 @@ services (``maestro_gateway.cli.connect``): methods, request fields and value ty
 selections on gRPC outputs; loading one service's descriptors is bounded by
 ``--connect-timeout`` seconds (default 5), and a service that cannot be reached is a problem of
 the file at its ``endpoint``.
+
+Parsing is bounded (``--max-yaml-bytes``, ``--max-yaml-nodes``, ``--max-yaml-depth``; README
+"Limits"): a file over a limit is one problem at the offending position naming the limit.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import math
 import sys
 
 from maestro_gateway.cli import USAGE_ERROR
+from maestro_gateway.cli.limits import add_yaml_arguments, apply_yaml_limits
 from maestro_gateway.errors import DefinitionError, Diagnostic
 from maestro_gateway.model.loader import load_file
 
@@ -44,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="bound of loading one service's descriptors with --connect (default 5)",
     )
+    add_yaml_arguments(parser)
 
 
 def validate_files(
@@ -76,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.files:
         print("maestro validate: give at least one workflow file", file=sys.stderr)
         return USAGE_ERROR
+    apply_yaml_limits(args)
     timeout = args.connect_timeout
     if not (math.isfinite(timeout) and timeout > 0):
         print("maestro validate: --connect-timeout must be a positive number", file=sys.stderr)

@@ -12,6 +12,10 @@ unset variable is: ``"require"`` (the default: an error, as for ``maestro serve`
 execute`` and recovery), ``"warn"`` (a warning in ``Workflow.warnings``, the variable compiled as
 an empty string: ``maestro validate``) or ``"skip"`` (the environment is not read; every variable
 is an empty string: for a text checked or drawn away from the gateway that will run it).
+
+Parsing is bounded by ``YamlLimits`` (size, nodes after alias expansion, nesting depth; the
+process-wide :func:`~maestro_gateway.model.yamlnodes.default_limits` unless ``limits`` is
+given): a document over one is refused with a single positioned diagnostic naming the limit.
 """
 
 from __future__ import annotations
@@ -32,10 +36,14 @@ from maestro_gateway.model.services import read_service
 from maestro_gateway.model.steps import StepReader
 from maestro_gateway.model.types import Service, Workflow
 from maestro_gateway.model.yamlnodes import (
+    LimitExceeded,
     MappingNode,
     Node,
     SequenceNode,
+    YamlLimits,
+    check_size,
     compose,
+    default_limits,
     duplicate_keys,
     is_null,
     position,
@@ -59,26 +67,45 @@ DEFAULT_COMPENSATION_TIMEOUT = 60.0
 
 
 def load_file(
-    path: str, *, env: EnvPolicy = "require", environ: Mapping[str, str] | None = None
+    path: str,
+    *,
+    env: EnvPolicy = "require",
+    environ: Mapping[str, str] | None = None,
+    limits: YamlLimits | None = None,
 ) -> Workflow:
     """Read and validate the workflow file at ``path``.
 
     Relative paths inside the workflow (TLS files, descriptors) are resolved against the file's
     directory and must exist. ``env`` is the policy for unset environment variables (module
-    docstring); ``environ`` replaces ``os.environ`` as the environment read.
+    docstring); ``environ`` replaces ``os.environ`` as the environment read; ``limits`` bounds
+    the parsing (default: the process-wide limits).
 
     Raises:
         DefinitionError: every problem found, including ``cannot read`` when the file cannot be
-            read or is not UTF-8.
+            read or is not UTF-8, and a file larger than ``limits.max_bytes`` (never read whole).
     """
+    limits = limits or default_limits()
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+        with open(path, "rb") as handle:
+            data = handle.read(limits.max_bytes + 1)
+        if len(data) > limits.max_bytes:
+            raise DefinitionError(
+                [
+                    Diagnostic(
+                        path,
+                        1,
+                        1,
+                        f"the workflow is larger than the limit of {limits.max_bytes} bytes "
+                        "(max_yaml_bytes)",
+                    )
+                ]
+            )
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise DefinitionError([Diagnostic(path, 1, 1, f"cannot read: {reason}")]) from exc
     base_dir = os.path.dirname(os.path.abspath(path))
-    return _load(text, path, base_dir, check_files=True, env=env, environ=environ)
+    return _load(text, path, base_dir, check_files=True, env=env, environ=environ, limits=limits)
 
 
 def load_string(
@@ -87,6 +114,7 @@ def load_string(
     *,
     env: EnvPolicy = "require",
     environ: Mapping[str, str] | None = None,
+    limits: YamlLimits | None = None,
 ) -> Workflow:
     """Validate workflow ``text``; ``path`` names it in diagnostics.
 
@@ -94,13 +122,13 @@ def load_string(
     current directory for ``<string>``); their existence is not checked, because the text may
     be validated away from the machine that will run it. ``env`` and ``environ`` are as for
     :func:`load_file` (recovery loads a stored definition with the default, so the environment
-    is read again then).
+    is read again then); so is ``limits``.
 
     Raises:
         DefinitionError: every problem found.
     """
     base_dir = os.path.dirname(os.path.abspath(path)) if path != "<string>" else os.getcwd()
-    return _load(text, path, base_dir, check_files=False, env=env, environ=environ)
+    return _load(text, path, base_dir, check_files=False, env=env, environ=environ, limits=limits)
 
 
 def _load(
@@ -111,12 +139,21 @@ def _load(
     check_files: bool,
     env: EnvPolicy,
     environ: Mapping[str, str] | None,
+    limits: YamlLimits | None,
 ) -> Workflow:
-    ctx = LoadContext(
-        path, text, base_dir, check_files=check_files, env_policy=env, environ=environ
-    )
+    limits = limits or default_limits()
     try:
-        root = compose(text)
+        check_size(text, limits)
+        ctx = LoadContext(
+            path, text, base_dir, check_files=check_files, env_policy=env, environ=environ
+        )
+        root = compose(text, limits)
+    except LimitExceeded as exc:
+        raise DefinitionError([Diagnostic(path, exc.line, exc.column, exc.message)]) from exc
+    except RecursionError as exc:  # a --max-yaml-depth beyond what Python's stack allows
+        raise DefinitionError(
+            [Diagnostic(path, 1, 1, "the workflow nests too deeply to be parsed")]
+        ) from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)

@@ -86,8 +86,10 @@ class Scopes:
         hints: dict[str, str] = {}
         if "error" not in base:
             hints["error"] = "'error' is only defined inside compensations"
+        # By identity: comparing the dataclasses made every scope quadratic in the steps.
+        seen = {id(s) for s in visible}
         for other in self._steps:
-            if other in visible or here is None:
+            if id(other) in seen or here is None:
                 continue
             reason = _reason(here, other, compensation=compensation)
             out_msg = (

@@ -45,6 +45,7 @@ SERVICE_KEYS = (
     "headers",
     "descriptors",
     "protocol",
+    "max_response_bytes",
 )
 PROTOCOLS = ("auto", "grpc", "maestro-go")
 RETRY_KEYS = ("attempts", "backoff", "initial", "multiplier", "max", "jitter", "codes")
@@ -285,6 +286,10 @@ def read_service(
         values["circuit_breaker"] = breaker
     if "pool" in fields:
         values["pool"] = ctx.integer(fields["pool"], f"{where}.pool", 1)
+    if "max_response_bytes" in fields:
+        values["max_response_bytes"] = ctx.integer(
+            fields["max_response_bytes"], f"{where}.max_response_bytes", 1
+        )
     if "tls" in fields:
         valid, tls = _tls(ctx, fields["tls"], f"{where}.tls")
         ok = ok and valid

@@ -106,6 +106,10 @@ Maestro.go's envelope ``maestro.v1.MaestroService`` (``maestro-go``), or decided
 gateway when the service's descriptors first load (``auto``)."""
 
 
+DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+"""A service's default ``max_response_bytes``."""
+
+
 @dataclass(frozen=True, slots=True)
 class Service:
     """A downstream service the workflow calls.
@@ -123,6 +127,8 @@ class Service:
         metadata: gRPC metadata or HTTP headers; values are templates (static ones are constants).
         descriptors: where gRPC method descriptors come from.
         protocol: how gRPC methods are called (see ``ServiceProtocol``); always ``auto`` for HTTP.
+        max_response_bytes: the largest response accepted (gRPC: one message; HTTP: the body);
+            a larger one fails the call with RESOURCE_EXHAUSTED naming the service.
     """
 
     name: str
@@ -136,6 +142,7 @@ class Service:
     metadata: Mapping[str, Template] = field(default_factory=dict)
     descriptors: DescriptorSource = ReflectionSource()
     protocol: ServiceProtocol = "auto"
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     position: Position = NOWHERE
 
 

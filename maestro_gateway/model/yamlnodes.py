@@ -5,17 +5,24 @@ line and column), which is what lets every diagnostic point at the offending tex
 resolved with the YAML 1.2 core schema for booleans (only ``true``/``false``), as Go's yaml.v3
 does in Maestro.go: ``country: NO`` stays the string ``"NO"``. Timestamps stay strings, because
 a template context holds JSON-like values only.
+
+Parsing is bounded (:class:`YamlLimits`): the text's size, the number of nodes *after* alias
+expansion and the nesting depth (also after expansion) are checked while the tree is composed,
+before anything is expanded, so a kilobyte-sized "billion laughs" document is refused after
+reading a few hundred events, with :class:`LimitExceeded` at the offending node.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
+from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.parser import Parser
 from yaml.reader import Reader
@@ -46,15 +53,147 @@ _Resolver.add_implicit_resolver(
 )
 
 
-class _Composer(Reader, Scanner, Parser, Composer, _Resolver):
-    """A node composer: PyYAML's pieces, assembled without a constructor."""
+DEFAULT_MAX_BYTES = 1024 * 1024
+"""Largest workflow text accepted, in bytes of UTF-8 (``--max-yaml-bytes``)."""
+DEFAULT_MAX_NODES = 100_000
+"""Most YAML nodes in a document once its aliases are expanded (``--max-yaml-nodes``)."""
+DEFAULT_MAX_DEPTH = 64
+"""Deepest nesting of mappings and lists, aliases expanded (``--max-yaml-depth``)."""
 
-    def __init__(self, stream: str) -> None:
+
+@dataclass(frozen=True, slots=True)
+class YamlLimits:
+    """Bounds on one YAML document; each must be at least 1.
+
+    Attributes:
+        max_bytes: the size of the text in bytes (UTF-8).
+        max_nodes: the number of nodes after expanding aliases (``*a`` counts every node of
+            what ``&a`` anchors, each time it is used).
+        max_depth: the nesting depth of mappings and lists after expanding aliases (a scalar
+            at the top is depth 1).
+    """
+
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_nodes: int = DEFAULT_MAX_NODES
+    max_depth: int = DEFAULT_MAX_DEPTH
+
+    def __post_init__(self) -> None:
+        for name in ("max_bytes", "max_nodes", "max_depth"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+
+_default_limits = YamlLimits()
+
+
+def default_limits() -> YamlLimits:
+    """The limits used when a caller gives none (the process-wide setting)."""
+    return _default_limits
+
+
+def set_default_limits(limits: YamlLimits) -> None:
+    """Change the process-wide limits (the CLI does, from its flags, before loading anything).
+
+    Process-wide because every reader of workflow text must apply the same bounds, including
+    recovery, which loads stored definitions deep inside the engine.
+    """
+    global _default_limits
+    _default_limits = limits
+
+
+class LimitExceeded(yaml.YAMLError):
+    """A document is over one of its :class:`YamlLimits`; ``line``/``column`` are 1-based."""
+
+    def __init__(self, message: str, line: int, column: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.column = column
+
+
+def check_size(text: str, limits: YamlLimits) -> None:
+    """Refuse ``text`` when it is larger than ``limits.max_bytes``.
+
+    Raises:
+        LimitExceeded: at 1:1, naming the limit.
+    """
+    # A str has at most 4 bytes per character: skip the encoding when it cannot be too big.
+    if len(text) * 4 <= limits.max_bytes:
+        return
+    size = len(text.encode("utf-8", errors="surrogatepass"))
+    if size > limits.max_bytes:
+        raise LimitExceeded(
+            f"the workflow is {size} bytes, over the limit of {limits.max_bytes} bytes "
+            "(max_yaml_bytes)",
+            1,
+            1,
+        )
+
+
+class _Composer(Reader, Scanner, Parser, Composer, _Resolver):
+    """A node composer: PyYAML's pieces, assembled without a constructor, counting as it goes.
+
+    Every composed node records its expanded size (nodes, itself included) and height; an alias
+    adds its anchor's size to the running total and its height to the current depth, so the
+    bounds hold for the expanded document while nothing is ever expanded.
+    """
+
+    def __init__(self, stream: str, limits: YamlLimits) -> None:
         Reader.__init__(self, stream)
         Scanner.__init__(self)
         Parser.__init__(self)
         Composer.__init__(self)
         _Resolver.__init__(self)
+        self._limits = limits
+        self._nodes = 0
+        self._depth = 0
+        self._sizes: dict[int, tuple[int, int]] = {}
+
+    def _count(self, size: int, height: int, at: Any) -> None:
+        limits = self._limits
+        line, column = (at.line + 1, at.column + 1) if at is not None else (1, 1)
+        self._nodes += size
+        if self._nodes > limits.max_nodes:
+            raise LimitExceeded(
+                f"the document expands to more than {limits.max_nodes} nodes (max_yaml_nodes); "
+                "check its aliases",
+                line,
+                column,
+            )
+        if self._depth + height > limits.max_depth:
+            raise LimitExceeded(
+                f"nesting deeper than {limits.max_depth} levels (max_yaml_depth)",
+                line,
+                column,
+            )
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        """Compose one node as PyYAML does, checking the limits first."""
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, AliasEvent):
+            anchored = self.anchors.get(event.anchor)
+            if anchored is not None:
+                # An anchor still being composed (a recursive alias) counts as one node.
+                size, height = self._sizes.get(id(anchored), (1, 1))
+                self._count(size, height, event.start_mark)
+            return super().compose_node(parent, index)
+        self._count(1, 1, event.start_mark)
+        before = self._nodes
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if node is None:
+            return None
+        children: list[Node] = []
+        if isinstance(node, SequenceNode):
+            children = node.value
+        elif isinstance(node, MappingNode):
+            children = [n for pair in node.value for n in pair]
+        height = 1 + max((self._sizes.get(id(c), (1, 1))[1] for c in children), default=0)
+        self._sizes[id(node)] = (self._nodes - before + 1, height)
+        return node
 
 
 class _Constructor(SafeConstructor):
@@ -70,14 +209,21 @@ _Constructor.add_constructor(BOOL, _Constructor.construct_yaml_bool)  # type: ig
 _Constructor.add_constructor(TIMESTAMP, SafeConstructor.construct_yaml_str)  # type: ignore[type-var]
 
 
-def compose(text: str) -> Node | None:
+def compose(text: str, limits: YamlLimits | None = None) -> Node | None:
     """Parse one YAML document into a node tree (None for an empty document).
 
+    Args:
+        text: the document.
+        limits: its bounds (default: :func:`default_limits`).
+
     Raises:
+        LimitExceeded: the text is over one of ``limits``.
         yaml.MarkedYAMLError: on a syntax error (with ``problem_mark``).
         yaml.YAMLError: on anything else PyYAML refuses.
     """
-    composer = _Composer(text)
+    limits = limits or default_limits()
+    check_size(text, limits)
+    composer = _Composer(text, limits)
     try:
         return composer.get_single_node()
     finally:
@@ -158,20 +304,28 @@ def duplicate_keys(root: Node) -> Iterator[tuple[ScalarNode, ScalarNode]]:
 
 __all__ = [
     "BOOL",
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_DEPTH",
+    "DEFAULT_MAX_NODES",
     "FLOAT",
     "INT",
     "NULL",
     "STR",
+    "LimitExceeded",
     "MappingNode",
     "Node",
     "ScalarNode",
     "SequenceNode",
+    "YamlLimits",
+    "check_size",
     "compose",
+    "default_limits",
     "duplicate_keys",
     "is_null",
     "kind",
     "pairs",
     "position",
+    "set_default_limits",
     "to_python",
     "yaml",
 ]

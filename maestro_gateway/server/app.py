@@ -26,10 +26,11 @@ from typing import Any
 import grpc
 from google.rpc import error_details_pb2  # noqa: F401  (registers ErrorInfo for reflection)
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from maestro.v1 import gateway_pb2, gateway_pb2_grpc
+from maestro.v1 import gateway_pb2
 
 from maestro_gateway.errors import Diagnostic
 from maestro_gateway.journal.base import Journal
+from maestro_gateway.server.limits import RequestLimits, add_gateway_servicer
 from maestro_gateway.server.logfmt import logfmt
 from maestro_gateway.server.reflection import enable_reflection
 from maestro_gateway.server.registry import WorkflowRegistry, validate_source
@@ -110,7 +111,8 @@ class GatewayServer:
         self.retention = retention
         self._tls = tls
         self._on_close = on_close
-        self._server = grpc.aio.server(options=SERVER_OPTIONS)
+        options = (*SERVER_OPTIONS, *service.limits.server_options())
+        self._server = grpc.aio.server(options=options)
         self.health = health.aio.HealthServicer()
         self._stopped = False
         self._chores: list[asyncio.Task[None]] = []
@@ -146,7 +148,7 @@ class GatewayServer:
         await self._delete_expired()
         self._prepare()
         self.recovered = await self.service.runs.recover()
-        gateway_pb2_grpc.add_GatewayServicer_to_server(self.service, server)
+        add_gateway_servicer(self.service, server, self.service.limits)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         enable_reflection([SERVICE_NAME, HEALTH_SERVICE_NAME], server)
         target = self.address
@@ -257,6 +259,7 @@ def create_gateway(
     journal: Journal | None = None,
     retention: float = DEFAULT_RETENTION,
     engine_options: dict[str, Any] | None = None,
+    limits: RequestLimits | None = None,
 ) -> tuple[GatewayServer, Sequence[Diagnostic]]:
     """Build a gateway serving the workflows of ``directory`` with the real engine.
 
@@ -271,6 +274,8 @@ def create_gateway(
         journal: an opened journal, closed on shutdown (default: a new in-memory one).
         retention: seconds finished executions are kept.
         engine_options: more keyword arguments of ``Engine`` (a clock, a random generator).
+        limits: bounds on requests (default ``RequestLimits()``); YAML bounds are process-wide
+            (``maestro_gateway.model.yamlnodes.set_default_limits``).
 
     Returns:
         The server (not started yet) and the problems of the files that were not loaded.
@@ -297,6 +302,7 @@ def create_gateway(
         check_input=_check_input,
         validate_source=validate_source,
         max_concurrent=max_concurrent,
+        limits=limits,
     )
     server = GatewayServer(
         service, host=host, port=port, tls=tls, on_close=on_close, retention=retention

@@ -7,7 +7,8 @@ recovered executions have no RPC at all).
 Admission, before anything runs (and before any event is sent): the gateway is not draining
 (else UNAVAILABLE), the journal can be written (else UNAVAILABLE), fewer than
 ``max_concurrent`` executions are in flight (else RESOURCE_EXHAUSTED), the workflow exists (else
-NOT_FOUND), the execution id is well formed and the input passes the workflow's schema (else
+NOT_FOUND), the execution id is well formed, the input is within ``limits`` (size and nesting
+depth, else INVALID_ARGUMENT naming the limit) and passes the workflow's schema (else
 INVALID_ARGUMENT naming the field). Then the execution's record is committed to the journal; an
 id already there for the same workflow and input *attaches* the call to that execution (a
 watcher: its cancel or deadline does not cancel the execution), with another workflow or input
@@ -54,6 +55,7 @@ from maestro_gateway.server.convert import (
     from_struct,
     result_to_proto,
 )
+from maestro_gateway.server.limits import RequestLimits, value_depth
 from maestro_gateway.server.logfmt import logfmt
 from maestro_gateway.server.registry import WorkflowRegistry
 from maestro_gateway.server.runs import Runs
@@ -104,6 +106,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         check_input: validates an input against a workflow's schema.
         validate_source: checks a workflow definition given as text.
         max_concurrent: executions allowed in flight at once (compensating ones included).
+        limits: bounds on requests (input size and depth, headers, validations).
     """
 
     def __init__(
@@ -114,6 +117,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         check_input: InputChecker,
         validate_source: SourceValidator,
         max_concurrent: int = 1000,
+        limits: RequestLimits | None = None,
     ) -> None:
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
@@ -122,6 +126,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         self._check_input = check_input
         self._validate_source = validate_source
         self.max_concurrent = max_concurrent
+        self.limits = limits or RequestLimits()
+        self._validations = 0
         self._draining = False
         self._closed = False
 
@@ -308,8 +314,41 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
     async def ValidateWorkflow(
         self, request: pb.ValidateWorkflowRequest, context: grpc.aio.ServicerContext
     ) -> pb.ValidateWorkflowResponse:
-        """Check a workflow definition given as text."""
-        problems = await asyncio.to_thread(self._validate_source, request.source)
+        """Check a workflow definition given as text, within the validation limits.
+
+        More than ``limits.max_validations`` at once: RESOURCE_EXHAUSTED. Longer than
+        ``limits.validate_timeout``: DEADLINE_EXCEEDED (the thread doing it keeps its slot until
+        it ends, so slow validations cannot pile up).
+        """
+        limits = self.limits
+        if self._validations >= limits.max_validations:
+            log.warning(logfmt("validation_refused", reason="too_many_validations"))
+            await rpc.abort(
+                context,
+                rpc.rich_status(
+                    Code.RESOURCE_EXHAUSTED,
+                    f"too many validations in progress (limit {limits.max_validations}, "
+                    "max_validations); retry later",
+                    rpc.REASON_OVERLOADED,
+                    {"limit": str(limits.max_validations)},
+                ),
+            )
+        self._validations += 1
+        checking = asyncio.ensure_future(asyncio.to_thread(self._validate_source, request.source))
+        checking.add_done_callback(self._validation_done)
+        try:
+            problems = await asyncio.wait_for(asyncio.shield(checking), limits.validate_timeout)
+        except TimeoutError:
+            log.warning(logfmt("validation_refused", reason="timeout"))
+            await rpc.abort(
+                context,
+                rpc.rich_status(
+                    Code.DEADLINE_EXCEEDED,
+                    f"validation took longer than {limits.validate_timeout:g}s (validate_timeout)",
+                    rpc.REASON_INVALID_REQUEST,
+                    {"limit": f"{limits.validate_timeout:g}s"},
+                ),
+            )
         return pb.ValidateWorkflowResponse(
             valid=not problems,
             diagnostics=[
@@ -317,6 +356,11 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
                 for d in problems
             ],
         )
+
+    def _validation_done(self, checking: asyncio.Future[list[Diagnostic]]) -> None:
+        self._validations -= 1
+        if not checking.cancelled():
+            checking.exception()  # retrieved: a validator failure is the caller's INTERNAL
 
     async def ListWorkflows(
         self, request: pb.ListWorkflowsRequest, context: grpc.aio.ServicerContext
@@ -407,6 +451,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
                     {"workflow": name, "field": "execution_id"},
                 ),
             )
+        await self._check_limits(request, context)
         value = from_struct(request.input)
         try:
             self._check_input(workflow, value)
@@ -448,6 +493,42 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
                 ),
             )
         return existing, None
+
+    async def _check_limits(
+        self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        """Abort with INVALID_ARGUMENT when the input is over the size or depth limit."""
+        limits = self.limits
+        name = request.workflow
+        size = request.input.ByteSize()
+        problem = None
+        if size > limits.max_input_bytes:
+            problem = (
+                f"input is {size} bytes, over the limit of {limits.max_input_bytes} bytes "
+                "(max_input_bytes)",
+                "max_input_bytes",
+                limits.max_input_bytes,
+            )
+        else:
+            depth = value_depth(from_struct(request.input), limits.max_input_depth)
+            if depth > limits.max_input_depth:
+                problem = (
+                    f"input nests deeper than {limits.max_input_depth} levels (max_input_depth)",
+                    "max_input_depth",
+                    limits.max_input_depth,
+                )
+        if problem is not None:
+            message, limit, value = problem
+            log.warning(logfmt("execution_refused", workflow=name, reason=limit))
+            await rpc.abort(
+                context,
+                rpc.rich_status(
+                    Code.INVALID_ARGUMENT,
+                    message,
+                    rpc.REASON_INVALID_INPUT,
+                    {"workflow": name, "field": "input", "limit": str(value)},
+                ),
+            )
 
     def _start_late(
         self,

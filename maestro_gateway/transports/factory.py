@@ -24,9 +24,9 @@ from maestro_gateway.transports.base import Transport
 if TYPE_CHECKING:
     from types import TracebackType
 
-TransportKey = tuple[str, str, TLSConfig | None, int, DescriptorSource, str]
+TransportKey = tuple[str, str, TLSConfig | None, int, DescriptorSource, str, int]
 """What makes two service definitions share a transport: (type, endpoint, tls, pool, descriptors,
-protocol)."""
+protocol, max_response_bytes)."""
 
 Constructor = Callable[[Service], Transport]
 """Builds the transport of a service definition."""
@@ -41,6 +41,7 @@ def transport_key(service: Service) -> TransportKey:
         service.pool,
         service.descriptors,
         service.protocol,
+        service.max_response_bytes,
     )
 
 

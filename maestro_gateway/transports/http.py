@@ -229,7 +229,8 @@ class HttpTransport:
         service: the service definition; ``endpoint`` is the base URL (it may carry a base path),
             ``tls`` optionally sets a CA, a client certificate and an SNI name for HTTPS.
         max_connections: the connection pool's bound.
-        max_response_bytes: larger response bodies fail with RESOURCE_EXHAUSTED.
+        max_response_bytes: larger response bodies fail with RESOURCE_EXHAUSTED (default: the
+            service's ``max_response_bytes``).
     """
 
     def __init__(
@@ -237,7 +238,7 @@ class HttpTransport:
         service: Service,
         *,
         max_connections: int = 100,
-        max_response_bytes: int = 64 * 1024 * 1024,
+        max_response_bytes: int | None = None,
     ) -> None:
         self.service = service
         url = httpx.URL(service.endpoint)
@@ -245,7 +246,7 @@ class HttpTransport:
             raise ValueError(f"HTTP endpoint must be an http(s):// URL, got {service.endpoint!r}")
         self._base = str(url.copy_with(query=None, fragment=None)).rstrip("/")
         self._max_connections = max_connections
-        self._max_response_bytes = max_response_bytes
+        self._max_response_bytes = max_response_bytes or service.max_response_bytes
         self._extensions: dict[str, Any] = {}
         if service.tls is not None and service.tls.server_name:
             self._extensions["sni_hostname"] = service.tls.server_name
@@ -383,7 +384,8 @@ class HttpTransport:
     def _too_large(self, where: str) -> CallError:
         return CallError(
             Code.RESOURCE_EXHAUSTED,
-            f"{where}: response body larger than {self._max_response_bytes} bytes",
+            f"{where}: response body larger than {self._max_response_bytes} bytes "
+            f"(max_response_bytes of service '{self.service.name}')",
             permanent=True,
         )
 

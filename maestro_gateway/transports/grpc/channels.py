@@ -18,7 +18,7 @@ from maestro_gateway.errors import CallError
 from maestro_gateway.model.types import TLSConfig
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-"""Largest message sent or received (grpcio's default receive limit is 4 MiB)."""
+"""Largest message sent, and received unless the service sets ``max_response_bytes``."""
 
 KEEPALIVE_TIME_MS = 60_000
 """Client keepalive pings; servers reject pings more frequent than every 30 s by default."""
@@ -26,7 +26,9 @@ KEEPALIVE_TIME_MS = 60_000
 KEEPALIVE_TIMEOUT_MS = 20_000
 
 
-def channel_options(*, local_subchannels: bool = False) -> list[tuple[str, Any]]:
+def channel_options(
+    *, local_subchannels: bool = False, max_receive: int = MAX_MESSAGE_BYTES
+) -> list[tuple[str, Any]]:
     """Return the channel arguments every downstream channel uses.
 
     Channel-level retries keep grpcio's default (transparent retries of RPCs that never left
@@ -35,9 +37,10 @@ def channel_options(*, local_subchannels: bool = False) -> list[tuple[str, Any]]
 
     Args:
         local_subchannels: give the channel its own subchannel pool (own connection).
+        max_receive: the largest message received (the service's ``max_response_bytes``).
     """
     options: list[tuple[str, Any]] = [
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", max_receive),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
         ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
@@ -87,10 +90,18 @@ class ChannelPool:
         target: any gRPC target (``host:port``, ``dns:///…``, ``unix:…``).
         size: number of channels (at least 1).
         tls: client TLS, or None for plaintext.
+        max_receive: the largest message received on these channels.
     """
 
-    def __init__(self, target: str, size: int = 1, tls: TLSConfig | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        size: int = 1,
+        tls: TLSConfig | None = None,
+        max_receive: int = MAX_MESSAGE_BYTES,
+    ) -> None:
         self.target = target
+        self.max_receive = max_receive
         self.size = max(1, size)
         self._tls = tls
         self._channels: list[grpc.aio.Channel | None] = [None] * self.size
@@ -99,7 +110,7 @@ class ChannelPool:
         self._closed = False
 
     def _make(self) -> grpc.aio.Channel:
-        options = channel_options(local_subchannels=self.size > 1)
+        options = channel_options(local_subchannels=self.size > 1, max_receive=self.max_receive)
         if self._tls is None:
             return grpc.aio.insecure_channel(self.target, options=options)
         if self._credentials is None:

@@ -80,7 +80,9 @@ class GrpcTransport:
 
     def __init__(self, service: Service, *, resolve_timeout: float = RESOLVE_TIMEOUT) -> None:
         self.service = service
-        self._pool = ChannelPool(service.endpoint, service.pool, service.tls)
+        self._pool = ChannelPool(
+            service.endpoint, service.pool, service.tls, service.max_response_bytes
+        )
         self._resolve_timeout = resolve_timeout
         self._schema: Schema | None = None
         self._loading: asyncio.Task[Schema] | None = None
@@ -255,7 +257,7 @@ class GrpcTransport:
                 return resolved.to_plain(await rpc)
             return [resolved.to_plain(item) async for item in rpc]
         except grpc.RpcError as err:
-            raise call_error(err, what=what) from None
+            raise self._error(err, what) from None
         except asyncio.CancelledError:
             rpc.cancel()
             raise
@@ -289,12 +291,25 @@ class GrpcTransport:
         try:
             response = await rpc
         except grpc.RpcError as err:
-            raise call_error(err, what=what) from None
+            raise self._error(err, what) from None
         except asyncio.CancelledError:
             rpc.cancel()
             raise
         pool = schema.descriptors.pool if schema.descriptors is not None else None
         return envelope.read_response(response, method, pool)
+
+    def _error(self, err: grpc.RpcError, what: str) -> CallError:
+        """Map ``err``; a response over ``max_response_bytes`` names the limit and the service."""
+        error = call_error(err, what=what)
+        if error.code is Code.RESOURCE_EXHAUSTED and "larger than max" in error.message:
+            limit = self.service.max_response_bytes
+            return CallError(
+                Code.RESOURCE_EXHAUSTED,
+                f"{what}: response larger than {limit} bytes (max_response_bytes of service "
+                f"'{self.service.name}'): {error.message}",
+                permanent=True,
+            )
+        return error
 
     async def close(self) -> None:
         """Stop any descriptor load in progress and close every channel."""
