@@ -32,6 +32,7 @@ from google.protobuf import duration_pb2, json_format, timestamp_pb2
 from maestro.v1 import gateway_pb2 as pb
 from maestro.v1 import gateway_pb2_grpc
 
+from maestro_gateway.cli.argtypes import positive
 from maestro_gateway.cli.execute import EXIT_CODES, INTERRUPTED, Progress, _print_result
 from maestro_gateway.codes import Code
 from maestro_gateway.engine.events import (
@@ -87,18 +88,8 @@ def _duration(text: str) -> float:
     return seconds
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a positive integer")
-    return value
-
-
 def _page_size(text: str) -> int:
-    value = _positive(text)
+    value = positive(text)
     if value > MAX_PAGE_SIZE:
         raise argparse.ArgumentTypeError(f"{value} is above the maximum page size {MAX_PAGE_SIZE}")
     return value
@@ -168,7 +159,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     listing.add_argument(
         "--limit",
         default=DEFAULT_LIMIT,
-        type=_positive,
+        type=positive,
         metavar="N",
         help=f"at most N executions, following pages as needed (default {DEFAULT_LIMIT})",
     )

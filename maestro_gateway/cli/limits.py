@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from maestro_gateway.cli.argtypes import positive
 from maestro_gateway.model.yamlnodes import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_DEPTH,
@@ -20,17 +21,6 @@ from maestro_gateway.server.limits import (
     DEFAULT_VALIDATE_TIMEOUT,
     RequestLimits,
 )
-
-
-def positive(text: str) -> int:
-    """An argparse type: a positive integer."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a positive integer")
-    return value
 
 
 def add_yaml_arguments(parser: argparse.ArgumentParser) -> None:

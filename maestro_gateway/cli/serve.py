@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from maestro_gateway.cli import USAGE_ERROR
+from maestro_gateway.cli.argtypes import positive
 from maestro_gateway.cli.limits import (
     add_request_arguments,
     add_yaml_arguments,
@@ -48,16 +49,6 @@ def _duration(text: str) -> float:
         return parse_duration(text)
     except DurationError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a positive integer")
-    return value
 
 
 def _port(text: str) -> int:
@@ -112,7 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-concurrent",
         default=1000,
-        type=_positive,
+        type=positive,
         metavar="N",
         help="executions in flight at once; beyond it RESOURCE_EXHAUSTED (default 1000)",
     )
