@@ -132,7 +132,7 @@ class CallRunner:
         if resume is not None:
             attempt, error, wait = resume.attempt, resume.error, resume.wait
             if error is not None and journal is not None:
-                journal.submit((self._outcome(execution, step_id, compensation, attempt, error),))
+                journal.submit((self._outcome(info, attempt, error=error),))
         while True:
             if error is not None:
                 if not should_retry(policy, error, attempt):
@@ -160,18 +160,10 @@ class CallRunner:
             if deadline is not None and deadline.expired:
                 raise CallFailed(ErrorInfo(step_id, Code.DEADLINE_EXCEEDED, _expired(compensation)))
             if journal is not None:
-                journal.submit(
-                    (
-                        IntentEntry(
-                            execution.execution_id,
-                            step_id,
-                            compensation,
-                            attempt,
-                            self._clock.wall(),
-                            request,
-                        ),
-                    )
+                intent = IntentEntry(
+                    info.execution_id, step_id, compensation, attempt, self._clock.wall(), request
                 )
+                journal.submit((intent,))
                 await journal.flush()
             timeout = attempt_timeout(call.timeout, deadline)
             try:
@@ -202,42 +194,31 @@ class CallRunner:
                 if breaker is not None and not isinstance(exc, CircuitOpenError):
                     breaker.record_failure(exc.code, bpolicy)
                 if journal is not None:
-                    journal.submit(
-                        (self._outcome(execution, step_id, compensation, attempt, error),)
-                    )
+                    journal.submit((self._outcome(info, attempt, error=error),))
             else:
                 if breaker is not None:
                     breaker.record_success()
                 if journal is not None:
-                    journal.submit(
-                        (
-                            OutcomeEntry(
-                                execution.execution_id,
-                                step_id,
-                                compensation,
-                                attempt,
-                                self._clock.wall(),
-                                response=return_value,
-                            ),
-                        )
-                    )
+                    journal.submit((self._outcome(info, attempt, response=return_value),))
                 return return_value
 
     def _outcome(
         self,
-        execution: Execution,
-        step_id: str,
-        compensation: bool,
+        info: CallInfo,
         attempt: int,
-        error: ExecutionError,
+        *,
+        response: Any = None,
+        error: ExecutionError | None = None,
     ) -> OutcomeEntry:
+        """How attempt ``attempt`` of the call ``info`` names ended, for the journal."""
         return OutcomeEntry(
-            execution.execution_id,
-            step_id,
-            compensation,
+            info.execution_id,
+            info.step_id,
+            info.compensation,
             attempt,
             self._clock.wall(),
-            error=_info(step_id, error).as_value(),
+            response=response,
+            error=None if error is None else _info(info.step_id, error).as_value(),
         )
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from maestro_gateway.codes import Code
 from maestro_gateway.engine.events import (
     CompensationFailed,
     CompensationStarted,
@@ -191,8 +192,11 @@ class Execution:
         state.status = StepStatus.RUNNING
         state.started = self.clock.monotonic()
 
-    def step_succeeded(self, state: StepState, output: Any) -> None:
-        """Record a success: the output enters the context under the step's output name."""
+    def step_succeeded(self, state: StepState, output: Any, *, emit: bool = True) -> None:
+        """Record a success: the output enters the context under the step's output name.
+
+        ``emit=False`` when recovery replays a success that was already reported.
+        """
         state.status = StepStatus.SUCCEEDED
         state.output = output
         state.duration = self.clock.monotonic() - state.started
@@ -200,24 +204,21 @@ class Execution:
         self.publish(state)
         if state.step.compensate is not None:
             self.completed.append(state)
-        if self.listening:
+        if emit and self.listening:
             self._emit_step_succeeded(state)
 
-    def step_skipped(self, state: StepState, reason: str) -> None:
-        """Record a skipped step: its output is null and only ``step_skipped`` is emitted."""
+    def step_skipped(self, state: StepState, reason: str, *, emit: bool = True) -> None:
+        """Record a skipped step: its output is null and only ``step_skipped`` is emitted.
+
+        ``emit=False`` when recovery replays a skip that was already reported.
+        """
         state.status = StepStatus.SKIPPED
         self.ctx[state.step.output] = None
         self.publish(state)
-        if self.listening:
+        if emit and self.listening:
             self.emit(
                 StepSkipped(self.execution_id, self._next(), self.clock.wall(), state.path, reason)
             )
-
-    def restore_skipped(self, state: StepState) -> None:
-        """Mark ``state`` skipped without emitting anything (recovery replays its event)."""
-        state.status = StepStatus.SKIPPED
-        self.ctx[state.step.output] = None
-        self.publish(state)
 
     def step_failed(
         self, state: StepState, error: ErrorInfo, status: StepStatus = StepStatus.FAILED
@@ -240,6 +241,15 @@ class Execution:
                     error,
                     status,
                 )
+            )
+
+    def cancel_running(self) -> None:
+        """Report the steps still running as CANCELLED by the failure (never compensated)."""
+        failed = self.cause
+        reason = f"cancelled: step '{failed.step_id}' failed" if failed else "cancelled"
+        for state in self.running():
+            self.step_failed(
+                state, ErrorInfo(state.path, Code.CANCELLED, reason), StepStatus.CANCELLED
             )
 
     def running(self) -> list[StepState]:

@@ -70,7 +70,6 @@ def new_record(
     timeout: float | None = None,
     metadata: Metadata = (),
     labels: Mapping[str, str] | None = None,
-    triggered_by: str = "",
 ) -> ExecutionRecord:
     """The journal record of a new execution starting now; deadlines become wall-clock times."""
     now = clock.wall()
@@ -85,7 +84,6 @@ def new_record(
         started_at=now,
         workflow_deadline=now + workflow.timeout if workflow.timeout is not None else None,
         caller_deadline=now + timeout if timeout is not None else None,
-        triggered_by=triggered_by,
     )
 
 
@@ -219,11 +217,11 @@ class Engine:
             on_event: as for :meth:`execute`.
         """
         execution = self._execution(workflow, record, on_event)
-        restored = restore(execution, events, self.clock.wall())
+        phase = restore(execution, events, self.clock.wall())
         if not events:
             execution.emit_started(record.labels)  # stopped right after its record was committed
         execution.emit_recovered(reason)
-        return await self._drive(execution, record, restored.phase)
+        return await self._drive(execution, record, phase)
 
     def _execution(
         self, workflow: Workflow, record: ExecutionRecord, on_event: EventSink | None
@@ -294,7 +292,7 @@ class Engine:
             if execution.cause is None:
                 # The rollback had begun after the workflow output failed to evaluate.
                 self._output(execution)
-            self._cancel_running(execution)
+            execution.cancel_running()  # calls cut short beside the failure
         if execution.cause is None:
             result = execution.result(ExecutionStatus.SUCCEEDED, output)
             await self._finish(execution, result)
@@ -370,16 +368,6 @@ class Engine:
                     raise
                 if task.done():
                     return task.result()
-
-    @staticmethod
-    def _cancel_running(execution: Execution) -> None:
-        """Before a resumed rollback: calls interrupted alongside the failure count as cancelled."""
-        failed = execution.cause
-        reason = f"cancelled: step '{failed.step_id}' failed" if failed else "cancelled"
-        for state in execution.running():
-            execution.step_failed(
-                state, ErrorInfo(state.path, Code.CANCELLED, reason), StepStatus.CANCELLED
-            )
 
 
 def _wall_deadline(clock: Clock, at: float | None) -> Deadline | None:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from maestro_gateway.codes import Code
 from maestro_gateway.engine.calls import CallFailed, CallRunner, evaluation_failure
 from maestro_gateway.engine.context import Execution
-from maestro_gateway.engine.events import ErrorInfo, StepStatus
+from maestro_gateway.engine.events import StepStatus
 from maestro_gateway.engine.paths import step_path
 from maestro_gateway.errors import EvaluationError
 from maestro_gateway.model.types import CallStep, ParallelStep, Step
@@ -144,13 +144,7 @@ async def run_parallel(scope: Scope, step: ParallelStep) -> None:
             raise rest from None
         if failures is None:
             raise DeadlinePassed from None
-        # Siblings cancelled because of the failure: reported, never compensated.
-        failed = execution.cause
-        reason = f"cancelled: step '{failed.step_id}' failed" if failed else "cancelled"
-        for state in execution.running():
-            execution.step_failed(
-                state, ErrorInfo(state.path, Code.CANCELLED, reason), StepStatus.CANCELLED
-            )
+        execution.cancel_running()  # the siblings the failure cut short
         raise StepFailure from None
 
 

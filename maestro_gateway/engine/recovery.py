@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from maestro_gateway.codes import Code
 from maestro_gateway.engine.context import Execution, Resume
@@ -34,7 +33,6 @@ from maestro_gateway.engine.events import (
     StepStatus,
     StepSucceeded,
 )
-from maestro_gateway.engine.paths import StepPath
 from maestro_gateway.errors import CallError
 
 INTERRUPTED = "the gateway stopped during this call; the service may have acted on it"
@@ -50,21 +48,12 @@ class Phase(enum.Enum):
     """A step failed (or the rollback had begun): run the compensations not yet done."""
 
 
-@dataclass(frozen=True, slots=True)
-class Restored:
-    """What :func:`restore` found."""
-
-    phase: Phase
-    in_flight: tuple[StepPath, ...]
-    """Steps (or compensations) whose call was interrupted, by path, in the order they started."""
-
-
 def interrupted_error() -> CallError:
     """The error an interrupted attempt counts as."""
     return CallError(Code.UNAVAILABLE, INTERRUPTED)
 
 
-def restore(execution: Execution, events: Sequence[Event], wall_now: float) -> Restored:
+def restore(execution: Execution, events: Sequence[Event], wall_now: float) -> Phase:
     """Apply ``events`` (in sequence order) to the fresh ``execution``; return what comes next.
 
     Nothing is emitted: ``execution.sequence`` continues after the last event.
@@ -74,7 +63,6 @@ def restore(execution: Execution, events: Sequence[Event], wall_now: float) -> R
     mono_offset = clock.monotonic() - wall_now
     rollback = False
     cancelled_cause: ErrorInfo | None = None
-    in_flight: dict[StepPath, None] = {}
     for event in events:
         execution.sequence = event.sequence
         match event:
@@ -87,7 +75,6 @@ def restore(execution: Execution, events: Sequence[Event], wall_now: float) -> R
                 if event.attempt == 1:
                     state.started = event.time + mono_offset
                 state.resume = Resume(event.attempt, interrupted_error())
-                in_flight[event.step_id] = None
             case StepRetrying():
                 state = states[event.step_id]
                 wait = max(0.0, event.time + event.delay - wall_now)
@@ -96,15 +83,13 @@ def restore(execution: Execution, events: Sequence[Event], wall_now: float) -> R
                 state = states[event.step_id]
                 state.resume = None
                 state.attempts = event.attempt
-                state.started = clock.monotonic() - event.duration
-                in_flight.pop(event.step_id, None)
-                _succeeded(execution, event.step_id, event.output, event.duration)
+                execution.step_succeeded(state, event.output, emit=False)
+                state.duration = event.duration
             case StepSkipped():
-                execution.restore_skipped(states[event.step_id])
+                execution.step_skipped(states[event.step_id], event.reason, emit=False)
             case StepFailed():
                 state = states[event.step_id]
                 state.resume = None
-                in_flight.pop(event.step_id, None)
                 state.status = event.status
                 state.error = event.error
                 state.attempts = max(state.attempts, event.attempt)
@@ -118,17 +103,14 @@ def restore(execution: Execution, events: Sequence[Event], wall_now: float) -> R
                 state = states[event.step_id]
                 state.compensation_attempts = event.attempt
                 state.resume = Resume(event.attempt, interrupted_error())
-                in_flight[event.step_id] = None
             case CompensationSucceeded():
                 state = states[event.step_id]
                 state.resume = None
-                in_flight.pop(event.step_id, None)
                 state.status = StepStatus.COMPENSATED
                 execution.publish(state)
             case CompensationFailed():
                 state = states[event.step_id]
                 state.resume = None
-                in_flight.pop(event.step_id, None)
                 state.status = StepStatus.COMPENSATION_FAILED
                 state.compensation_error = event.error
                 execution.publish(state)
@@ -136,16 +118,4 @@ def restore(execution: Execution, events: Sequence[Event], wall_now: float) -> R
                 pass
     if execution.cause is None and cancelled_cause is not None:
         execution.cause = cancelled_cause
-    phase = Phase.ROLLBACK if rollback or execution.cause is not None else Phase.RUN
-    return Restored(phase, tuple(in_flight))
-
-
-def _succeeded(execution: Execution, path: StepPath, output: object, duration: float) -> None:
-    state = execution.states[path]
-    state.status = StepStatus.SUCCEEDED
-    state.output = output
-    state.duration = duration
-    execution.ctx[state.step.output] = output
-    execution.publish(state)
-    if state.step.compensate is not None:
-        execution.completed.append(state)
+    return Phase.ROLLBACK if rollback or execution.cause is not None else Phase.RUN

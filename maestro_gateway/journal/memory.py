@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Callable, Sequence
 
 from maestro_gateway.journal.base import (
@@ -174,8 +175,6 @@ class MemoryJournal:
                 waiters.remove(waiter)
 
     async def claim(self, owner: str, lease: float) -> list[ExecutionRecord]:
-        import time
-
         now = time.time()
         claimed: list[ExecutionRecord] = []
         for stored in self._executions.values():
@@ -187,8 +186,6 @@ class MemoryJournal:
         return claimed
 
     async def renew(self, owner: str, execution_ids: Sequence[str], lease: float) -> set[str]:
-        import time
-
         now = time.time()
         lost: set[str] = set()
         for execution_id in execution_ids:
