@@ -372,3 +372,54 @@ async def test_concurrent_runs_with_one_id_run_it_once(journaled: Journaled) -> 
         await journaled.stub.Run(other, timeout=10)
     assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
     assert "once" in str(caught.value.details())
+
+
+async def test_killed_while_waiting_to_retry_the_wait_is_not_reported_twice(
+    journaled: Journaled,
+) -> None:
+    """Killed during the backoff after a failed Reserve: attempt 2 follows, one step_retrying."""
+    await journaled.start()
+    await journaled.demo.inventory.control.add_fault(
+        method="Reserve", code="UNAVAILABLE", times=1, retry_after_ms=5000
+    )
+    await journaled.start_checkout("kill-in-backoff")
+    await journaled.demo.inventory.control.wait_for(
+        lambda calls: any(c.method == "Reserve" and c.outcome for c in calls)
+    )
+    await asyncio.sleep(0.5)  # step_retrying is committed within milliseconds; the wait is 5 s
+    await journaled.kill()
+
+    await journaled.start()
+    execution = await journaled.finished("kill-in-backoff")
+    assert execution.status == STATUS.EXECUTION_STATUS_SUCCEEDED
+    assert {s.step_id: s.attempts for s in execution.result.steps}["reserve"] == 2
+    names = kinds(await journaled.events("kill-in-backoff"))
+    assert names.count("step_retrying") == 1
+    assert names.index("step_retrying") < names.index("recovered")
+    assert counts(await journaled.received())["Reserve"] == 2
+
+
+async def test_killed_right_after_finished_is_durable_nothing_runs_again(
+    journaled: Journaled,
+) -> None:
+    """Killed once `finished` (event 10) is committed: the restart resumes nothing."""
+    await journaled.start(kill_after_event=10)
+
+    async def start_and_follow() -> None:
+        await journaled.start_checkout("kill-after-finished")
+        await journaled.finished("kill-after-finished")
+
+    with pytest.raises(grpc.aio.AioRpcError):
+        await start_and_follow()
+    assert await journaled.died() == -signal.SIGKILL
+
+    await journaled.start()
+    execution = await journaled.finished("kill-after-finished")
+    assert execution.status == STATUS.EXECUTION_STATUS_SUCCEEDED
+    assert "recovered" not in kinds(await journaled.events("kill-after-finished"))
+    assert counts(await journaled.received()) == {
+        "Charge": 1,
+        "CreateShipment": 1,
+        "Reserve": 1,
+        "SendMail": 1,
+    }
