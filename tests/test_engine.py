@@ -56,7 +56,10 @@ from maestro_gateway.transports.base import CallInfo, Metadata, Transport
 
 @dataclass
 class Script:
-    """What a method does: fail ``fails`` times with ``code``, then answer (or hang forever)."""
+    """What a method does: fail ``fails`` times with ``code``, then answer (or hang forever).
+
+    ``hang_at``: only the call of that number (1-based) hangs.
+    """
 
     result: Any = None
     code: Code = Code.UNAVAILABLE
@@ -64,6 +67,7 @@ class Script:
     retry_after: float | None = None
     hang: bool = False
     barrier: int = 0
+    hang_at: int = 0
     calls: int = 0
 
 
@@ -114,6 +118,7 @@ class FakeTransport:
         b.calls.append((self.service, method, request, timeout, tuple(metadata)))
         script = b.scripts.get(method) or Script(result={"echo": request})
         script.calls += 1
+        number = script.calls
         b.log.append(("start", method))
         b.in_flight += 1
         b.changed.set()
@@ -123,7 +128,7 @@ class FakeTransport:
                 b.arrived += 1
                 b.changed.set()
                 await b.wait_for(lambda: b.arrived >= script.barrier)
-            if script.hang:
+            if script.hang or number == script.hang_at:
                 await asyncio.Event().wait()
             if script.calls <= script.fails:
                 raise CallError(script.code, f"{method} failed", retry_after=script.retry_after)

@@ -111,7 +111,7 @@ class CallRunner:
         """
         step_id = state.path
         name, request, md = self._render(
-            call, execution.ctx, step_id, "compensate." if compensation else "", metadata
+            call, state.ctx, step_id, "compensate." if compensation else "", metadata
         )
         service = call.service
         try:

@@ -44,7 +44,7 @@ from maestro_gateway.engine.journaling import event_entry
 from maestro_gateway.engine.paths import StepPath, step_path
 from maestro_gateway.errors import ExecutionError
 from maestro_gateway.journal.base import Journal
-from maestro_gateway.model.types import CallStep, Workflow
+from maestro_gateway.model.types import CallStep, StatefulStep, Step, Workflow, walk
 from maestro_gateway.resilience.clock import Clock
 
 
@@ -66,15 +66,22 @@ class Resume:
 
 
 class StepState:
-    """What is known about one run of a call step during an execution, at ``path``."""
+    """What is known about one run of a step during an execution, at ``path``.
+
+    ``ctx`` is the context the step runs in and publishes its output to (the execution's own at
+    the top level, an iteration's or a sub-workflow's inside those kinds); ``parent`` is the
+    state of the foreach, loop or workflow step whose body it belongs to (None at the top level).
+    """
 
     __slots__ = (
         "attempts",
         "compensation_attempts",
         "compensation_error",
+        "ctx",
         "duration",
         "error",
         "output",
+        "parent",
         "path",
         "resume",
         "started",
@@ -82,9 +89,17 @@ class StepState:
         "step",
     )
 
-    def __init__(self, step: CallStep, path: StepPath) -> None:
+    def __init__(
+        self,
+        step: StatefulStep,
+        path: StepPath,
+        ctx: dict[str, Any],
+        parent: StepState | None = None,
+    ) -> None:
         self.step = step
         self.path = path
+        self.ctx = ctx
+        self.parent = parent
         self.status = StepStatus.PENDING
         self.attempts = 0
         self.compensation_attempts = 0
@@ -95,6 +110,16 @@ class StepState:
         self.duration = 0.0
         self.resume: Resume | None = None
         """Set on recovery for the step's (or its compensation's) interrupted call."""
+
+    def contained(self) -> bool:
+        """Whether a failure here lets the execution go on (``continue_on_error`` on the step or
+        on an enclosing foreach or workflow step)."""
+        state: StepState | None = self
+        while state is not None:
+            if getattr(state.step, "continue_on_error", False):
+                return True
+            state = state.parent
+        return False
 
     def result(self) -> StepResult:
         """The immutable result of this step."""
@@ -127,6 +152,7 @@ class Execution:
         "completed",
         "ctx",
         "execution_id",
+        "frames",
         "journal",
         "listening",
         "sequence",
@@ -166,10 +192,15 @@ class Execution:
         }
         self.states: dict[StepPath, StepState] = {}
         """By path. Every step whose path is known before the run (that is, outside any kind that
-        prefixes paths) has its state from the start, in file order."""
-        for step in workflow.call_steps():
+        prefixes paths) has its state from the start, in file order; the others get theirs when
+        they first run (:meth:`state`)."""
+        ctx = self.ctx
+        for step in workflow.top_steps():
             path = step_path("", step.id)
-            self.states[path] = StepState(step, path)
+            self.states[path] = StepState(step, path, ctx)
+        self.frames: dict[str, Any] = {}
+        """What kinds remember of their runs while an execution is rebuilt from its journal
+        (``maestro_gateway.engine.frames``): iteration contexts by prefix, item lists by path."""
         self.completed: list[StepState] = []
         """Succeeded steps that declare a compensation, in order of completion."""
         self.cause: ErrorInfo | None = None
@@ -178,9 +209,37 @@ class Execution:
 
     # -- state transitions -------------------------------------------------------------------
 
+    def state(
+        self,
+        step: StatefulStep,
+        path: StepPath,
+        ctx: dict[str, Any],
+        parent: StepState | None,
+    ) -> StepState:
+        """The state of the run of ``step`` at ``path`` in context ``ctx``, made on first use.
+
+        A state rebuilt from the journal moves to ``ctx`` (the context of the run that reaches
+        it again), and what it had published is published there.
+        """
+        state = self.states.get(path)
+        if state is None:
+            state = StepState(step, path, ctx, parent)
+            self.states[path] = state
+        elif state.ctx is not ctx:
+            state.ctx = ctx
+            state.parent = parent
+            if state.status is not StepStatus.PENDING:
+                self.publish(state)
+                output = step.output
+                if output is not None and state.status is StepStatus.SUCCEEDED:
+                    ctx[output] = state.output
+                elif output is not None and state.status is not StepStatus.RUNNING:
+                    ctx[output] = None
+        return state
+
     def publish(self, state: StepState) -> None:
-        """Refresh ``steps.<id>`` in the context from ``state``."""
-        self.steps_ctx[state.step.id] = {
+        """Refresh ``steps.<id>`` in the step's context from ``state``."""
+        state.ctx["steps"][state.step.id] = {
             "output": state.output,
             "status": state.status.value,
             "attempts": state.attempts,
@@ -200,9 +259,11 @@ class Execution:
         state.status = StepStatus.SUCCEEDED
         state.output = output
         state.duration = self.clock.monotonic() - state.started
-        self.ctx[state.step.output] = output
+        step = state.step
+        if step.output is not None:
+            state.ctx[step.output] = output
         self.publish(state)
-        if state.step.compensate is not None:
+        if getattr(step, "compensate", None) is not None:
             self.completed.append(state)
         if emit and self.listening:
             self._emit_step_succeeded(state)
@@ -213,7 +274,8 @@ class Execution:
         ``emit=False`` when recovery replays a skip that was already reported.
         """
         state.status = StepStatus.SKIPPED
-        self.ctx[state.step.output] = None
+        if state.step.output is not None:
+            state.ctx[state.step.output] = None
         self.publish(state)
         if emit and self.listening:
             self.emit(
@@ -223,12 +285,16 @@ class Execution:
     def step_failed(
         self, state: StepState, error: ErrorInfo, status: StepStatus = StepStatus.FAILED
     ) -> None:
-        """Record a failed (or interrupted) step; the first failure becomes the cause."""
+        """Record a failed (or interrupted) step; its output is null.
+
+        The cause of the execution is set where a failure ends it (the engine), not here: a
+        failure under ``continue_on_error`` is no cause.
+        """
         state.status = status
         state.error = error
         state.duration = self.clock.monotonic() - state.started if state.started else 0.0
-        if self.cause is None and status is StepStatus.FAILED:
-            self.cause = error
+        if state.step.output is not None:
+            state.ctx[state.step.output] = None
         self.publish(state)
         if self.listening:
             self.emit(
@@ -243,11 +309,26 @@ class Execution:
                 )
             )
 
-    def cancel_running(self) -> None:
-        """Report the steps still running as CANCELLED by the failure (never compensated)."""
-        failed = self.cause
+    def cancel_running(
+        self,
+        failed: ErrorInfo | None,
+        prefix: str = "",
+        within: Step | None = None,
+    ) -> None:
+        """Report the steps still running as CANCELLED by the failure ``failed`` (never compensated).
+
+        Only those whose path starts with ``prefix`` and, with ``within``, that ``within`` (a
+        parallel group, a foreach …) nests: the ones the failure cut short.
+        """
         reason = f"cancelled: step '{failed.step_id}' failed" if failed else "cancelled"
+        nested: set[int] | None = None
+        if within is not None:
+            nested = {id(s) for s in walk(within.children())}
         for state in self.running():
+            if not state.path.startswith(prefix):
+                continue
+            if nested is not None and id(state.step) not in nested:
+                continue
             self.step_failed(
                 state, ErrorInfo(state.path, Code.CANCELLED, reason), StepStatus.CANCELLED
             )
@@ -255,6 +336,14 @@ class Execution:
     def running(self) -> list[StepState]:
         """Steps interrupted while running, in declaration order."""
         return [s for s in self.states.values() if s.status is StepStatus.RUNNING]
+
+    def interrupted_first(self) -> StepState | None:
+        """The first running call (rather than the kind around it), else the first running step."""
+        running = self.running()
+        for state in running:
+            if isinstance(state.step, CallStep):
+                return state
+        return running[0] if running else None
 
     def result(self, status: Any, output: Any) -> ExecutionResult:
         """The immutable result of this execution with ``status`` and ``output``."""

@@ -264,7 +264,9 @@ class Engine:
                     async with asyncio.timeout(deadline.remaining()):
                         await run_steps(scope, workflow.steps)
                 output = self._output(execution)
-            except StepFailure:
+            except StepFailure as failure:
+                if execution.cause is None:
+                    execution.cause = failure.error
                 task = asyncio.current_task()
                 # A TaskGroup whose child failed swallows a concurrent cancel of its parent.
                 cancelled = task is not None and task.cancelling() > 0
@@ -292,7 +294,7 @@ class Engine:
             if execution.cause is None:
                 # The rollback had begun after the workflow output failed to evaluate.
                 self._output(execution)
-            execution.cancel_running()  # calls cut short beside the failure
+            execution.cancel_running(execution.cause)  # calls cut short beside the failure
         if execution.cause is None:
             result = execution.result(ExecutionStatus.SUCCEEDED, output)
             await self._finish(execution, result)
@@ -335,7 +337,7 @@ class Engine:
         template = execution.workflow.output
         ctx = execution.ctx
         if template is None:
-            return {s.output: ctx.get(s.output) for s in execution.workflow.call_steps()}
+            return {name: ctx.get(name) for name in execution.workflow.outputs()}
         try:
             return template.render(ctx)
         except EvaluationError as exc:
@@ -346,11 +348,11 @@ class Engine:
     @staticmethod
     def _interrupt(execution: Execution, code: Code, message: str) -> None:
         """Record a deadline or a cancel: the cause names the first step in flight."""
-        running = execution.running()
+        first = execution.interrupted_first()
         status = StepStatus.CANCELLED if code is Code.CANCELLED else StepStatus.FAILED
         if execution.cause is None:
-            execution.cause = ErrorInfo(running[0].path if running else "", code, message)
-        for state in running:
+            execution.cause = ErrorInfo(first.path if first else "", code, message)
+        for state in execution.running():
             execution.step_failed(state, ErrorInfo(state.path, code, message), status)
 
     async def _shielded(self, work: Awaitable[T]) -> T:

@@ -9,6 +9,12 @@ of a step that did not end tells where its call stood:
   failed with UNAVAILABLE, and the retry policy decides what comes next;
 - ``step_retrying(n)``: attempt ``n``'s failure was handled; the call waits out what is left of
   the delay, then makes attempt ``n + 1``.
+
+Steps inside foreach, loop and workflow steps get their state (and the context of their
+iteration or sub-workflow) when their path first appears (``maestro_gateway.engine.frames``).
+A failure under ``continue_on_error`` is no cause, and the compensations a failed sub-workflow
+runs on itself are no rollback of the execution: the execution continues, and its kinds take
+those up again where they stood.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import enum
 from collections.abc import Sequence
 
 from maestro_gateway.codes import Code
-from maestro_gateway.engine.context import Execution, Resume
+from maestro_gateway.engine.context import Execution, Resume, StepState
 from maestro_gateway.engine.events import (
     CompensationFailed,
     CompensationStarted,
@@ -33,7 +39,9 @@ from maestro_gateway.engine.events import (
     StepStatus,
     StepSucceeded,
 )
+from maestro_gateway.engine.frames import last_iteration, locate
 from maestro_gateway.errors import CallError
+from maestro_gateway.model.types import CallStep, LoopStep, WorkflowStep, level
 
 INTERRUPTED = "the gateway stopped during this call; the service may have acted on it"
 """The message of an attempt that was in flight when the gateway stopped (DESIGN §10)."""
@@ -58,7 +66,6 @@ def restore(execution: Execution, events: Sequence[Event], wall_now: float) -> P
 
     Nothing is emitted: ``execution.sequence`` continues after the last event.
     """
-    states = execution.states
     clock = execution.clock
     mono_offset = clock.monotonic() - wall_now
     rollback = False
@@ -69,47 +76,58 @@ def restore(execution: Execution, events: Sequence[Event], wall_now: float) -> P
             case ExecutionStarted() | ExecutionRecovered():
                 pass
             case StepStarted():
-                state = states[event.step_id]
+                state = locate(execution, event.step_id)
                 state.status = StepStatus.RUNNING
                 state.attempts = event.attempt
                 if event.attempt == 1:
                     state.started = event.time + mono_offset
-                state.resume = Resume(event.attempt, interrupted_error())
+                if isinstance(state.step, CallStep):
+                    state.resume = Resume(event.attempt, interrupted_error())
             case StepRetrying():
-                state = states[event.step_id]
+                state = locate(execution, event.step_id)
                 wait = max(0.0, event.time + event.delay - wall_now)
                 state.resume = Resume(event.attempt, None, wait)
             case StepSucceeded():
-                state = states[event.step_id]
+                state = locate(execution, event.step_id)
                 state.resume = None
                 state.attempts = event.attempt
                 execution.step_succeeded(state, event.output, emit=False)
                 state.duration = event.duration
+                if isinstance(state.step, LoopStep):
+                    _publish_last_iteration(execution, state)
             case StepSkipped():
-                execution.step_skipped(states[event.step_id], event.reason, emit=False)
+                execution.step_skipped(locate(execution, event.step_id), event.reason, emit=False)
             case StepFailed():
-                state = states[event.step_id]
+                state = locate(execution, event.step_id)
                 state.resume = None
                 state.status = event.status
                 state.error = event.error
                 state.attempts = max(state.attempts, event.attempt)
-                if execution.cause is None and event.status is StepStatus.FAILED:
+                if state.step.output is not None:
+                    state.ctx[state.step.output] = None
+                contained = state.contained()
+                if execution.cause is None and event.status is StepStatus.FAILED and not contained:
                     execution.cause = event.error
-                if event.status is StepStatus.CANCELLED and cancelled_cause is None:
+                if (
+                    event.status is StepStatus.CANCELLED
+                    and cancelled_cause is None
+                    and not contained
+                ):
                     cancelled_cause = event.error
                 execution.publish(state)
             case CompensationStarted():
-                rollback = True
-                state = states[event.step_id]
+                state = locate(execution, event.step_id)
+                if not _undone_by_its_workflow(state):
+                    rollback = True
                 state.compensation_attempts = event.attempt
                 state.resume = Resume(event.attempt, interrupted_error())
             case CompensationSucceeded():
-                state = states[event.step_id]
+                state = locate(execution, event.step_id)
                 state.resume = None
                 state.status = StepStatus.COMPENSATED
                 execution.publish(state)
             case CompensationFailed():
-                state = states[event.step_id]
+                state = locate(execution, event.step_id)
                 state.resume = None
                 state.status = StepStatus.COMPENSATION_FAILED
                 state.compensation_error = event.error
@@ -119,3 +137,28 @@ def restore(execution: Execution, events: Sequence[Event], wall_now: float) -> P
     if execution.cause is None and cancelled_cause is not None:
         execution.cause = cancelled_cause
     return Phase.ROLLBACK if rollback or execution.cause is not None else Phase.RUN
+
+
+def _undone_by_its_workflow(state: StepState) -> bool:
+    """Whether ``state`` is compensated by the failed sub-workflow it belongs to (still running)."""
+    parent = state.parent
+    while parent is not None:
+        if isinstance(parent.step, WorkflowStep) and parent.status is StepStatus.RUNNING:
+            return True
+        parent = parent.parent
+    return False
+
+
+def _publish_last_iteration(execution: Execution, loop: StepState) -> None:
+    """After a loop, its body's outputs are those of its last iteration (DESIGN §12)."""
+    step = loop.step
+    assert isinstance(step, LoopStep)
+    ctx = loop.ctx
+    output = loop.output if isinstance(loop.output, dict) else {}
+    for name in step.body_outputs:
+        ctx[name] = output.get(name)
+    frame = last_iteration(execution, loop)
+    if frame is not None:
+        for inner in level(step.steps):
+            if inner.id in frame["steps"]:
+                ctx["steps"][inner.id] = frame["steps"][inner.id]

@@ -14,45 +14,68 @@ UNAVAILABLE under its retry policy, and the budget starts afresh.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from maestro_gateway.engine.calls import CallFailed, CallRunner
-from maestro_gateway.engine.context import Execution
-from maestro_gateway.engine.events import StepStatus
+from maestro_gateway.engine.context import Execution, StepState
+from maestro_gateway.engine.events import ErrorInfo, StepStatus
+from maestro_gateway.model.types import CallStep
 from maestro_gateway.resilience.deadline import Deadline
 from maestro_gateway.transports.base import Metadata
 
 
-async def compensate(execution: Execution, runner: CallRunner, metadata: Metadata) -> bool:
+async def compensate(
+    execution: Execution,
+    runner: CallRunner,
+    metadata: Metadata,
+    *,
+    states: Sequence[StepState] | None = None,
+    error: ErrorInfo | None = None,
+    budget: float | None = None,
+) -> bool:
     """Run every needed compensation of ``execution``; return True when all succeeded.
 
     ``execution.completed`` is the completion list: one state per succeeded run of a step, each
     with its path (``lines[2].reserve``), so a step run more than once is undone once per run.
     Each compensated step ends COMPENSATED or COMPENSATION_FAILED (with ``compensation_error``),
-    and ``steps.<id>.status`` in the context follows, so later compensations can see it.
+    and ``steps.<id>.status`` in its context follows, so later compensations can see it. Each
+    compensation renders in the context its step ran in (an iteration's sees its item), with
+    ``error`` added.
+
+    A sub-workflow that fails undoes only its own steps first (DESIGN §12): ``states`` (in
+    completion order), ``error`` (its failure) and ``budget`` (its ``compensation_timeout``)
+    replace the execution's completion list, cause and budget.
     """
-    if not execution.completed:
+    completed = execution.completed if states is None else states
+    if not completed:
         return True
-    assert execution.cause is not None
-    ctx = execution.ctx
-    ctx["error"] = execution.cause.as_value()
+    cause = error if error is not None else execution.cause
+    assert cause is not None
+    error_value = cause.as_value()
     clock = execution.clock
-    budget = Deadline.from_timeout(clock, execution.workflow.compensation_timeout)
+    seconds = execution.workflow.compensation_timeout if budget is None else budget
+    deadline = Deadline.from_timeout(clock, seconds)
     all_ok = True
-    for state in reversed(execution.completed):
+    for state in reversed(completed):
         if state.status is StepStatus.COMPENSATED:
             continue
         if state.status is StepStatus.COMPENSATION_FAILED:
             all_ok = False
             continue
-        call = state.step.compensate
-        assert call is not None
+        step = state.step
+        assert isinstance(step, CallStep)
+        assert step.compensate is not None
+        call = step.compensate
         started = clock.monotonic()
         resume, state.resume = state.resume, None
+        ctx = state.ctx
+        ctx["error"] = error_value
         try:
             await runner.run(
                 execution,
                 state,
                 call,
-                deadline=budget,
+                deadline=deadline,
                 metadata=metadata,
                 compensation=True,
                 resume=resume,

@@ -201,11 +201,13 @@ class CallStep:
     """A step that calls one method of one service.
 
     Attributes:
-        id: unique among all steps of the workflow (parallel children included).
+        id: unique among all steps of the workflow file (nested ones included).
         call: what to call and how.
         output: the name of the step's output in the context (defaults to ``id``).
         when: a condition; the step is SKIPPED when it yields false.
         compensate: the call that undoes this step, or None.
+        continue_on_error: a failure (after the retries) is reported and the execution goes on
+            with a null output (DESIGN §12).
     """
 
     id: str
@@ -214,6 +216,7 @@ class CallStep:
     when: Condition | None = None
     compensate: Call | None = None
     position: Position = NOWHERE
+    continue_on_error: bool = False
 
     def children(self) -> tuple[Step, ...]:
         """The steps nested in this one: none."""
@@ -225,7 +228,7 @@ class ParallelStep:
     """Children started at once; completes when all have, fails (cancelling the rest) when one does."""
 
     id: str
-    steps: tuple[CallStep, ...]
+    steps: tuple[Step, ...]
     position: Position = NOWHERE
 
     def children(self) -> tuple[Step, ...]:
@@ -233,9 +236,166 @@ class ParallelStep:
         return self.steps
 
 
-Step = CallStep | ParallelStep
+DEFAULT_FOREACH_CONCURRENCY = 10
+DEFAULT_MAX_ITEMS = 10_000
+MAX_NESTING = 8
+"""How deeply kinds may nest (DESIGN §12)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ForeachStep:
+    """Runs ``steps`` once per item of a list computed when the step starts (DESIGN §12).
+
+    Attributes:
+        items: evaluates to the list.
+        steps: the body; its paths are ``<id>[<index>].<body step id>``.
+        output: the name of the step's output: a list, in item order, of each iteration's map
+            of body outputs.
+        item_name: the item's name in the body (``as``).
+        index_name: its 0-based position's name (``index_as``).
+        concurrency: at most this many iterations at a time; a template evaluated once, when
+            the step starts, to an integer ≥ 1.
+        max_items: more items fail the step with INVALID_ARGUMENT.
+    """
+
+    id: str
+    items: Template
+    steps: tuple[Step, ...]
+    output: str
+    item_name: str = "item"
+    index_name: str = "index"
+    concurrency: Template | None = None
+    """None: ``DEFAULT_FOREACH_CONCURRENCY``."""
+    max_items: int = DEFAULT_MAX_ITEMS
+    when: Condition | None = None
+    continue_on_error: bool = False
+    position: Position = NOWHERE
+    body_outputs: tuple[str, ...] = field(init=False, default=(), compare=False, repr=False)
+    """The output names of the body's level (:func:`level_outputs`): an iteration's map."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "body_outputs", level_outputs(self.steps))
+
+    def children(self) -> tuple[Step, ...]:
+        """The body's steps, in file order."""
+        return self.steps
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowStep:
+    """Runs another workflow of the same gateway inside this execution (DESIGN §12).
+
+    Attributes:
+        workflow: the child's name.
+        input: the child's input (checked against its schema when the step starts).
+        output: the name of the child's workflow output in the context.
+        child: the child workflow, linked once every file loaded together is known (None
+            until then: ``maestro_gateway.model.bundle``).
+    """
+
+    id: str
+    workflow: str
+    input: Template
+    output: str
+    when: Condition | None = None
+    continue_on_error: bool = False
+    position: Position = NOWHERE
+    child: Workflow | None = field(default=None, compare=False, repr=False)
+
+    def children(self) -> tuple[Step, ...]:
+        """None: the child's steps belong to the child's own definition."""
+        return ()
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchBranch:
+    """One branch of a switch: taken when ``when`` holds (always when None: the default)."""
+
+    when: Condition | None
+    steps: tuple[Step, ...]
+    position: Position = NOWHERE
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchStep:
+    """Runs the first branch whose condition holds; the steps of the others are SKIPPED.
+
+    ``output`` names the 0-based index of the branch taken (null when none was).
+    """
+
+    id: str
+    branches: tuple[SwitchBranch, ...]
+    output: str
+    when: Condition | None = None
+    position: Position = NOWHERE
+
+    def children(self) -> tuple[Step, ...]:
+        """Every branch's steps, branch by branch, in file order."""
+        return tuple(step for branch in self.branches for step in branch.steps)
+
+
+@dataclass(frozen=True, slots=True)
+class LoopStep:
+    """A bounded do-while: ``steps`` run, then ``until`` is evaluated, up to ``max_iterations``.
+
+    Paths of the body are ``<id>[<iteration>].<body step id>``; after the loop the body's
+    outputs are those of the last iteration, and ``output`` names that iteration's map of them.
+    """
+
+    id: str
+    steps: tuple[Step, ...]
+    until: Condition
+    max_iterations: int
+    output: str
+    delay: float = 0.0
+    index_name: str = "iteration"
+    when: Condition | None = None
+    position: Position = NOWHERE
+    body_outputs: tuple[str, ...] = field(init=False, default=(), compare=False, repr=False)
+    """The output names of the body's level (:func:`level_outputs`): an iteration's map."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "body_outputs", level_outputs(self.steps))
+
+    def children(self) -> tuple[Step, ...]:
+        """The body's steps, in file order."""
+        return self.steps
+
+
+@dataclass(frozen=True, slots=True)
+class FailStep:
+    """Ends the execution with ``code`` and the rendered ``message`` (the saga runs)."""
+
+    id: str
+    code: Code
+    message: Template
+    when: Condition | None = None
+    position: Position = NOWHERE
+
+    @property
+    def output(self) -> None:
+        """A fail step has no output."""
+        return None
+
+    def children(self) -> tuple[Step, ...]:
+        """None."""
+        return ()
+
+
+Step = CallStep | ParallelStep | ForeachStep | WorkflowStep | SwitchStep | LoopStep | FailStep
 """A step of any kind. A kind is one class here (with ``children()``, the steps it nests) and one
 executor function registered in ``maestro_gateway.engine.kinds``."""
+
+StatefulStep = CallStep | ForeachStep | WorkflowStep | SwitchStep | LoopStep | FailStep
+"""A step with a state, events and a result of its own (every kind but ``parallel``)."""
+
+PREFIXING = (ForeachStep, LoopStep, WorkflowStep)
+"""The kinds whose body steps' paths carry a prefix (``lines[2].reserve``, ``pay.charge``)."""
+
+
+def output_name(step: Step) -> str | None:
+    """The context name of ``step``'s output (None for parallel groups and fail steps)."""
+    return None if isinstance(step, ParallelStep) else step.output
 
 
 def walk(steps: Sequence[Step]) -> Iterator[Step]:
@@ -245,6 +405,23 @@ def walk(steps: Sequence[Step]) -> Iterator[Step]:
         nested = step.children()
         if nested:
             yield from walk(nested)
+
+
+def level(steps: Sequence[Step]) -> Iterator[Step]:
+    """The steps of one path level: ``steps`` and what parallel groups and switches nest in them.
+
+    These share the paths' prefix: not the bodies of foreach, loop and workflow steps.
+    """
+    for step in steps:
+        yield step
+        if isinstance(step, (ParallelStep, SwitchStep)):
+            yield from level(step.children())
+
+
+def level_outputs(steps: Sequence[Step]) -> tuple[str, ...]:
+    """The output names of the steps of one path level (:func:`level`), in file order."""
+    names = (output_name(s) for s in level(steps))
+    return tuple(name for name in names if name is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,11 +457,18 @@ class Workflow:
     input_validator: Validator | None = field(init=False, default=None, compare=False, repr=False)
     """Derived from ``input_schema`` when the workflow is built (checking inputs is per request)."""
     _call_steps: tuple[CallStep, ...] = field(init=False, default=(), compare=False, repr=False)
+    _top: tuple[StatefulStep, ...] = field(init=False, default=(), compare=False, repr=False)
+    _outputs: tuple[str, ...] = field(init=False, default=(), compare=False, repr=False)
+    _index: Mapping[str, Step] = field(init=False, default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        # Read by every execution; the steps never change, so the walk is done once.
+        # Read by every execution; the steps never change, so the walks are done once.
         calls = tuple(s for s in walk(self.steps) if isinstance(s, CallStep))
         object.__setattr__(self, "_call_steps", calls)
+        top = tuple(s for s in level(self.steps) if not isinstance(s, ParallelStep))
+        object.__setattr__(self, "_top", top)
+        object.__setattr__(self, "_outputs", level_outputs(self.steps))
+        object.__setattr__(self, "_index", {s.id: s for s in walk(self.steps)})
         if self.input_schema is not None:
             from maestro_gateway.model.schema import compile_validator
 
@@ -293,3 +477,15 @@ class Workflow:
     def call_steps(self) -> tuple[CallStep, ...]:
         """Every call step in file order, nested ones included (see :func:`walk`)."""
         return self._call_steps
+
+    def top_steps(self) -> tuple[StatefulStep, ...]:
+        """The steps whose paths are their ids (:func:`level` of ``steps``), parallel groups aside."""
+        return self._top
+
+    def outputs(self) -> tuple[str, ...]:
+        """The output names of the top-level steps (the default workflow output's keys)."""
+        return self._outputs
+
+    def step(self, step_id: str) -> Step | None:
+        """The step with id ``step_id`` (ids are unique in the file, nested steps included)."""
+        return self._index.get(step_id)
