@@ -12,6 +12,11 @@ from maestro_gateway.model.loader import load_file, load_string
 
 ROOT = Path(__file__).parent.parent
 EXAMPLES = sorted((ROOT / "workflows").glob("*.yaml"))
+FIXTURES = ROOT / "tests" / "fixtures" / "workflows"
+KINDS = [
+    FIXTURES / f"{name}.pass.yaml"
+    for name in ("foreach", "switch", "loop", "fail", "nested-kinds", "workflow-step")
+]
 
 _NODE = r"[a-z]+\d*"
 _LABEL = r'"[^"\n]*"'
@@ -19,10 +24,12 @@ _LABEL = r'"[^"\n]*"'
 _LINE_FORMS = [
     re.compile(r"flowchart TD"),
     re.compile(rf"    {_NODE}\(\[{_LABEL}\]\)"),  # stadium: start / end
-    re.compile(rf" {{4,8}}{_NODE}\[{_LABEL}\]"),  # step box
-    re.compile(rf"    {_NODE}\{{{_LABEL}\}}"),  # decision
-    re.compile(rf"    subgraph {_NODE}\[{_LABEL}\]"),
-    re.compile(r"    end"),
+    re.compile(rf"(?:    )+{_NODE}\[{_LABEL}\]"),  # step box
+    re.compile(rf"(?:    )+{_NODE}\[\[{_LABEL}\]\]"),  # subroutine: a workflow step
+    re.compile(rf"(?:    )+{_NODE}\[/{_LABEL}\\\]"),  # trapezoid: a fail step
+    re.compile(rf"(?:    )+{_NODE}\{{{_LABEL}\}}"),  # decision
+    re.compile(rf"(?:    )+subgraph {_NODE}\[{_LABEL}\]"),
+    re.compile(r"(?:    )+end"),
     re.compile(rf"    {_NODE} --> {_NODE}"),
     re.compile(rf"    {_NODE} -->\|{_LABEL}\| {_NODE}"),
     re.compile(rf"    {_NODE} -\.->\|{_LABEL}\| {_NODE}"),
@@ -43,6 +50,7 @@ def check_syntax(diagram: str) -> None:
             depth -= 1
             assert depth >= 0
         elif m := re.fullmatch(rf"\s*({_NODE})[\[({{].*", line):
+            assert m.group(1) not in declared, f"declared twice: {line!r}"
             declared.add(m.group(1))
         elif m := re.fullmatch(rf"\s*({_NODE}) .*? ({_NODE})", line):
             edges.append((m.group(1), m.group(2)))
@@ -107,3 +115,53 @@ steps:
     check_syntax(diagram)
     assert '    s1 -->|"when input.s == #quot;#lt;x#gt;#quot;"| s3' in diagram.splitlines()
     assert "#91;#quot;k#quot;#93;" in diagram
+
+
+@pytest.mark.parametrize("path", KINDS, ids=[p.name for p in KINDS])
+def test_every_kind_renders_valid_mermaid(path: Path) -> None:
+    """foreach, loop, switch, workflow and fail steps, nested or not, give valid diagrams."""
+    check_syntax(to_mermaid(load_file(str(path))))
+
+
+def test_kinds_are_drawn_as_subgraphs_decisions_and_boxes() -> None:
+    """foreach/loop are subgraphs (loop with a repeat edge), switch a decision, workflow a link."""
+    workflow = load_string(
+        """name: kinds
+services:
+  web: {type: http, endpoint: "http://127.0.0.1:1"}
+steps:
+  - id: lines
+    foreach: "{{ input.lines }}"
+    steps: [{id: each, service: web, method: /each}]
+  - id: route
+    switch:
+      - when: "{{ input.big }}"
+        steps: [{id: big, service: web, method: /big}]
+      - when: "{{ input.none }}"
+  - id: poll
+    loop:
+      steps: [{id: check, service: web, method: /check}]
+      until: "{{ check.done }}"
+      max_iterations: 3
+  - {id: pay, workflow: payment, when: "{{ input.pay }}"}
+  - {id: stop, fail: {code: ABORTED, message: stop}}
+"""
+    )
+    diagram = to_mermaid(workflow)
+    check_syntax(diagram)
+    lines = diagram.splitlines()
+    assert lines[2:5] == [
+        '    subgraph f1["foreach: lines #40;item in input.lines#41;"]',
+        '        s2["each<br/>web: POST /each"]',
+        "    end",
+    ]
+    assert "    start --> s2" in lines
+    assert '    d3{"switch: route"}' in lines
+    assert '    d3 -->|"when input.big"| s4' in lines
+    assert '    d3 -->|"when input.none"| s6' in lines  # an empty branch goes straight on
+    assert '    d3 -->|"no branch"| s6' in lines
+    assert '    s6 -.->|"repeat unless check.done"| s6' in lines
+    assert '    s8[["pay<br/>workflow: payment"]]' in lines
+    assert '    d7 -->|"no"| s9' in lines
+    assert '    s9[/"stop<br/>fail: ABORTED"\\]' in lines
+    assert lines[-1] == '    finish(["end"])'  # nothing follows a fail step

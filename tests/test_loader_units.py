@@ -1,4 +1,5 @@
-"""Unit tests of the workflow language pieces: durations, scopes, retry merge, input schema."""
+"""Unit tests of the workflow language pieces: durations, scopes, retry merge, input schema, and
+the step kinds of DESIGN §12 (their defaults, their built values and their scopes)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,21 @@ from maestro_gateway.errors import DefinitionError, ExecutionError
 from maestro_gateway.model.durations import DurationError, format_duration, parse_duration
 from maestro_gateway.model.loader import load_string
 from maestro_gateway.model.schema import check_input
-from maestro_gateway.model.types import CallStep, HttpMethod, ParallelStep, RetryPolicy
+from maestro_gateway.model.scopes import Scopes, StepInfo
+from maestro_gateway.model.types import (
+    DEFAULT_MAX_ITEMS,
+    MAX_NESTING,
+    CallStep,
+    FailStep,
+    ForeachStep,
+    HttpMethod,
+    LoopStep,
+    ParallelStep,
+    RetryPolicy,
+    SwitchStep,
+    WorkflowStep,
+    level_outputs,
+)
 
 HEAD = """name: t
 services:
@@ -245,3 +260,189 @@ steps:
     check_input(workflow, {"order_id": "o", "qty": 2.0})  # second call uses the cached validator
     no_schema = load_string(HEAD + "steps:\n  - {id: a, service: inv, method: M}\n")
     check_input(no_schema, ["anything", 1])
+
+
+def test_foreach_defaults_and_built_values() -> None:
+    """A foreach's names, concurrency, limit and output default as DESIGN §12 says."""
+    workflow = load_string(
+        HEAD
+        + """steps:
+  - id: lines
+    foreach: "{{ input.lines }}"
+    steps: [{id: each, service: inv, method: M, input: {v: "{{ item }}", i: "{{ index }}"}}]
+  - id: fixed
+    foreach: [1, "{{ input.x }}"]
+    as: n
+    index_as: at
+    concurrency: 3
+    max_items: 5
+    continue_on_error: true
+    steps: [{id: each2, service: inv, method: M, input: {v: "{{ n }}", i: "{{ at }}"}}]
+"""
+    )
+    lines, fixed = workflow.steps
+    assert isinstance(lines, ForeachStep)
+    assert isinstance(fixed, ForeachStep)
+    assert (lines.output, lines.item_name, lines.index_name) == ("lines", "item", "index")
+    assert lines.concurrency is None
+    assert lines.max_items == DEFAULT_MAX_ITEMS
+    assert lines.continue_on_error is False
+    assert lines.items.render({"input": {"lines": [1, 2]}}) == [1, 2]
+    assert (fixed.item_name, fixed.index_name, fixed.max_items) == ("n", "at", 5)
+    assert fixed.concurrency is not None
+    assert fixed.concurrency.render({}) == 3
+    assert fixed.items.render({"input": {"x": "y"}}) == [1, "y"]
+    assert fixed.continue_on_error is True
+    assert [s.id for s in workflow.call_steps()] == ["each", "each2"]
+
+
+def test_switch_loop_fail_and_workflow_steps_are_built() -> None:
+    """Branches keep their order (default last, empty ones too); loop and fail fields are typed."""
+    workflow = load_string(
+        HEAD
+        + """steps:
+  - id: route
+    switch:
+      - when: "{{ input.big }}"
+        steps: [{id: big, service: inv, method: M}]
+      - when: "{{ input.zero }}"
+      - steps: [{id: small, service: inv, method: M}]
+  - id: poll
+    loop:
+      steps: [{id: check, service: inv, method: M, input: {n: "{{ iteration }}"}}]
+      until: "{{ check.done }}"
+      max_iterations: 4
+  - {id: stop, fail: {code: failed_precondition, message: "at {{ input.x }}"}}
+  - id: pay
+    workflow: payment
+    continue_on_error: true
+"""
+    )
+    route, poll, stop, pay = workflow.steps
+    assert isinstance(route, SwitchStep)
+    assert route.output == "route"
+    assert [b.when is None for b in route.branches] == [False, False, True]
+    assert [len(b.steps) for b in route.branches] == [1, 0, 1]
+    assert isinstance(poll, LoopStep)
+    assert (poll.max_iterations, poll.delay, poll.index_name) == (4, 0.0, "iteration")
+    assert poll.until.evaluate({"check": {"done": True}}) is True
+    assert isinstance(stop, FailStep)
+    assert stop.code is Code.FAILED_PRECONDITION
+    assert stop.message.render_text({"input": {"x": 3}}) == "at 3"
+    assert isinstance(pay, WorkflowStep)
+    assert (pay.workflow, pay.output, pay.child, pay.continue_on_error) == (
+        "payment",
+        "pay",
+        None,
+        True,
+    )
+    assert pay.input.render({}) == {}
+    assert (pay.position.line, pay.position.column) == (22, 15)  # the workflow: value
+    assert workflow.outputs() == ("route", "big", "small", "poll", "pay")
+
+
+def test_later_steps_see_what_each_kind_leaves() -> None:
+    """After a switch: its branch steps; after a loop: its body; after a foreach: only its output."""
+    base = (
+        HEAD
+        + """steps:
+  - id: route
+    switch:
+      - {when: "{{ input.a }}", steps: [{parallel: [{id: p1, service: inv, method: M}]}]}
+      - steps: [{id: other, service: inv, method: M}]
+  - id: poll
+    loop: {steps: [{id: body, service: inv, method: M}], until: "{{ body.ok }}", max_iterations: 2}
+  - {id: fan, foreach: [1], steps: [{id: inner, service: inv, method: M}]}
+  - {id: after, service: inv, method: M, input: {x: "{{ REF }}"}}
+"""
+    )
+    for visible in ("route", "p1", "other", "steps.p1.status", "poll", "body", "fan"):
+        assert problems(base.replace("REF", visible)) == [], visible
+    (found,) = problems(base.replace("REF", "inner"))
+    assert "inside foreach 'fan', which is not visible outside it" in found
+    assert found.endswith("read it through 'fan' output 'fan'")
+
+
+def test_body_and_its_compensations_see_the_item_and_what_came_before() -> None:
+    """A body step sees the enclosing scope, its item and index, and earlier body steps."""
+    workflow = load_string(
+        HEAD
+        + """steps:
+  - {id: before, service: inv, method: M}
+  - id: lines
+    foreach: "{{ before.lines }}"
+    as: line
+    steps:
+      - id: reserve
+        service: inv
+        method: M
+        input: {sku: "{{ line.sku }}", first: "{{ before.id }}"}
+        compensate: {method: Undo, input: {r: "{{ reserve.id }}", i: "{{ index }}", e: "{{ error }}"}}
+      - {id: label, service: inv, method: M, input: {r: "{{ reserve.id }}", s: "{{ steps.reserve }}"}}
+"""
+    )
+    lines = workflow.steps[1]
+    assert isinstance(lines, ForeachStep)
+    assert [s.id for s in lines.steps] == ["reserve", "label"]
+
+
+def test_parallel_children_may_be_any_kind_and_groups_are_numbered_in_file_order() -> None:
+    """A parallel child can be a foreach or a switch; unnamed groups are numbered depth first."""
+    workflow = load_string(
+        HEAD
+        + """steps:
+  - parallel:
+      - {id: fan, foreach: [1], steps: [{parallel: [{id: x, service: inv, method: M}]}]}
+      - {id: pick, switch: [{steps: [{id: y, service: inv, method: M}]}]}
+  - parallel: [{id: z, service: inv, method: M}]
+"""
+    )
+    first, second = workflow.steps
+    assert isinstance(first, ParallelStep)
+    assert isinstance(second, ParallelStep)
+    assert first.id == "parallel-1"
+    fan = first.steps[0]
+    assert isinstance(fan, ForeachStep)
+    assert fan.steps[0].id == "parallel-2"
+    assert second.id == "parallel-3"
+    assert level_outputs(workflow.steps) == ("fan", "pick", "y", "z")
+
+
+def nested(levels: int) -> str:
+    """A workflow with ``levels`` foreach steps, each inside the previous one."""
+    lines = [HEAD + "steps:"]
+    indent = "  "
+    for level in range(levels):
+        lines.append(f"{indent}- id: f{level}")
+        lines.append(f"{indent}  foreach: [1]")
+        lines.append(f"{indent}  as: x{level}")
+        lines.append(f"{indent}  index_as: i{level}")
+        lines.append(f"{indent}  steps:")
+        indent += "    "
+    lines.append(f"{indent}- {{id: leaf, service: inv, method: M, input: {{v: '{{{{ x0 }}}}'}}}}")
+    return "\n".join(lines) + "\n"
+
+
+def test_kinds_nest_up_to_the_limit() -> None:
+    """MAX_NESTING levels of kinds load (the innermost body sees every item); one more does not."""
+    assert problems(nested(MAX_NESTING)) == []
+    found = problems(nested(MAX_NESTING + 1))
+    assert found == [
+        f"steps.f{MAX_NESTING}: steps nest at most {MAX_NESTING} levels deep (foreach, loop, "
+        f"switch and parallel); this foreach would be level {MAX_NESTING + 1}"
+    ]
+
+
+def test_hints_are_a_lazy_mapping_of_the_names_not_visible() -> None:
+    """A scope's hints answer for the names that exist elsewhere, and only for those."""
+    a = StepInfo("a", "a")
+    b = StepInfo("b", "out_b", index=1)
+    scopes = Scopes([a, b])
+    scope = scopes.step(a)
+    assert scope.names == {"input", "workflow", "steps", "env"}
+    assert "out_b" in scope.hints
+    assert "nosuch" not in scope.hints
+    assert scope.hints["b"] == "step 'b' cannot have run before this point (a later step)"
+    assert set(scope.hints) == {"error", "a", "out_b", "b"}
+    assert len(scope.hints) == 4
+    assert "a" in scopes.step(b).names

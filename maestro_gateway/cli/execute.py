@@ -1,4 +1,5 @@
-"""``maestro execute FILE --input JSON | --input-file PATH [--timeout DURATION] [--journal URL]``.
+"""``maestro execute FILE --input JSON | --input-file PATH [--timeout DURATION] [--journal URL]
+[--workflows DIR]``.
 
 Runs one execution in-process, without a server. Progress goes to stderr as the events arrive
 (one plain line per event, coloured when stderr is a terminal and ``NO_COLOR`` is unset); the full
@@ -8,6 +9,10 @@ Exit status: 0 SUCCEEDED; 1 FAILED or COMPENSATED; 3 COMPENSATION_FAILED; 2 usag
 error (an unreadable or invalid file, input that is not JSON or fails the workflow's schema, a bad
 ``--timeout``, a journal that cannot be used); 130 when interrupted (Ctrl-C cancels the
 execution, which compensates, prints its result, then exits; a second Ctrl-C stops at once).
+
+Sub-workflows (``workflow:`` steps) resolve among the workflow files of FILE's directory, or of
+``--workflows DIR`` (``maestro_gateway.model.bundle``); an unknown, cyclic or invalid one is a
+definition error (status 2) listing its problems.
 
 A workflow using an environment variable that is not set does not run (``file:line:col:
 environment variable NAME is not set``, status 2). Error messages in the progress lines and the
@@ -47,8 +52,8 @@ from maestro_gateway.engine import (
 from maestro_gateway.engine.events import ExecutionRecovered
 from maestro_gateway.errors import DefinitionError, ExecutionError
 from maestro_gateway.journal import Journal, JournalError, open_journal
+from maestro_gateway.model.bundle import load_linked
 from maestro_gateway.model.durations import DurationError, parse_duration
-from maestro_gateway.model.loader import load_file
 from maestro_gateway.model.schema import check_input
 from maestro_gateway.model.types import Workflow
 from maestro_gateway.redaction import RedactingFormatter
@@ -86,6 +91,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--journal-sync", default="normal", choices=["normal", "full"], help="as for serve"
+    )
+    parser.add_argument(
+        "--workflows",
+        metavar="DIR",
+        help="resolve sub-workflow names among the files of DIR (default: FILE's directory)",
     )
 
 
@@ -194,8 +204,11 @@ def _print_result(result: ExecutionResult) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the workflow of ``args.file``; return the exit status."""
+    if args.workflows is not None and not os.path.isdir(args.workflows):
+        print(f"maestro execute: --workflows: not a directory: {args.workflows}", file=sys.stderr)
+        return USAGE_ERROR
     try:
-        workflow = load_file(args.file)
+        workflow = load_linked(args.file, directory=args.workflows)
     except DefinitionError as exc:
         for problem in exc.diagnostics:
             print(problem, file=sys.stderr)

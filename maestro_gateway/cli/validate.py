@@ -18,6 +18,12 @@ the file at its ``endpoint``.
 
 Parsing is bounded (``--max-yaml-bytes``, ``--max-yaml-nodes``, ``--max-yaml-depth``; README
 "Limits"): a file over a limit is one problem at the offending position naming the limit.
+
+Sub-workflows (``workflow:`` steps, DESIGN §12) resolve among the workflow files of the given
+file's directory, or of ``--workflows DIR`` (``maestro_gateway.model.bundle``): an unknown name,
+a cycle or too deep a chain is a problem of the file at the step, and so is a sub-workflow whose
+file does not load (whose own problems are printed too). Other files of that directory are not
+checked unless given.
 """
 
 from __future__ import annotations
@@ -25,12 +31,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import sys
 
 from maestro_gateway.cli import USAGE_ERROR
 from maestro_gateway.cli.limits import add_yaml_arguments, apply_yaml_limits
-from maestro_gateway.errors import DefinitionError, Diagnostic
-from maestro_gateway.model.loader import load_file
+from maestro_gateway.errors import Diagnostic
+from maestro_gateway.model.bundle import load_together
+from maestro_gateway.model.types import Workflow, WorkflowStep, walk
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,32 +56,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="bound of loading one service's descriptors with --connect (default 5)",
     )
+    parser.add_argument(
+        "--workflows",
+        metavar="DIR",
+        help="resolve sub-workflow names among the files of DIR (default: each file's directory)",
+    )
     add_yaml_arguments(parser)
 
 
 def validate_files(
-    paths: list[str], *, connect: bool = False, connect_timeout: float = 5.0
+    paths: list[str],
+    *,
+    connect: bool = False,
+    connect_timeout: float = 5.0,
+    workflows: str | None = None,
 ) -> list[Diagnostic]:
     """Every problem of every file in ``paths``, sorted.
 
-    With ``connect``, the files that load are also checked against their services' live
-    schemas, each descriptor load bounded by ``connect_timeout`` seconds.
+    Sub-workflows resolve among the files of ``workflows``, or of each file's own directory.
+    With ``connect``, the files that load (and the sub-workflows they run) are also checked
+    against their services' live schemas, each descriptor load bounded by ``connect_timeout``
+    seconds.
     """
     problems: list[Diagnostic] = []
-    loaded = []
-    for path in paths:
-        try:
-            workflow = load_file(path, env="warn")
-        except DefinitionError as exc:
-            problems.extend(exc.diagnostics)
-            continue
-        loaded.append(workflow)
-        problems.extend(workflow.warnings)
+    loaded: list[Workflow] = []
+    for result in load_together(paths, directory=workflows, env="warn"):
+        problems.extend(result.diagnostics)
+        if result.workflow is not None:
+            loaded.append(result.workflow)
     if connect and loaded:
         from maestro_gateway.cli.connect import check_workflows
 
-        problems.extend(asyncio.run(check_workflows(loaded, load_timeout=connect_timeout)))
-    return sorted(problems)
+        checked = _with_children(loaded)
+        problems.extend(asyncio.run(check_workflows(checked, load_timeout=connect_timeout)))
+    return sorted(dict.fromkeys(problems))
+
+
+def _with_children(workflows: list[Workflow]) -> list[Workflow]:
+    """``workflows`` and every sub-workflow they run, each once."""
+    out: dict[int, Workflow] = {}
+    pending = list(workflows)
+    while pending:
+        workflow = pending.pop(0)
+        if id(workflow) in out:
+            continue
+        out[id(workflow)] = workflow
+        pending.extend(
+            s.child for s in walk(workflow.steps) if isinstance(s, WorkflowStep) and s.child
+        )
+    return list(out.values())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,13 +117,19 @@ def run(args: argparse.Namespace) -> int:
     if not (math.isfinite(timeout) and timeout > 0):
         print("maestro validate: --connect-timeout must be a positive number", file=sys.stderr)
         return USAGE_ERROR
-    problems = validate_files(args.files, connect=args.connect, connect_timeout=timeout)
+    if args.workflows is not None and not os.path.isdir(args.workflows):
+        print(f"maestro validate: --workflows: not a directory: {args.workflows}", file=sys.stderr)
+        return USAGE_ERROR
+    problems = validate_files(
+        args.files, connect=args.connect, connect_timeout=timeout, workflows=args.workflows
+    )
     for problem in problems:
         print(problem)
     errors = [p for p in problems if p.severity != "warning"]
     warnings = len(problems) - len(errors)
     noted = f", {warnings} warning(s)" if warnings else ""
-    invalid = len({p.file for p in errors})
+    # A sub-workflow's problems are printed with it, but only the files given are counted.
+    invalid = len({p.file for p in errors} & set(args.files)) or len({p.file for p in errors})
     total = len(args.files)
     if errors:
         print(

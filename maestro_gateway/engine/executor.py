@@ -41,6 +41,7 @@ from maestro_gateway.engine.recovery import Phase, restore
 from maestro_gateway.engine.saga import compensate
 from maestro_gateway.errors import EvaluationError
 from maestro_gateway.journal.base import ExecutionRecord, ExecutionState, Journal, StateEntry
+from maestro_gateway.model.stored import stored_source
 from maestro_gateway.model.types import Workflow
 from maestro_gateway.resilience.breaker import BreakerRegistry
 from maestro_gateway.resilience.clock import Clock, SystemClock
@@ -76,7 +77,7 @@ def new_record(
     return ExecutionRecord(
         execution_id=execution_id,
         workflow=workflow.name,
-        source=workflow.source,
+        source=stored_source(workflow),
         path=workflow.path,
         input=input,
         labels=dict(labels or {}),
@@ -210,7 +211,8 @@ class Engine:
         execution with DEADLINE_EXCEEDED. Emits ``recovered`` first, then continues the sequence.
 
         Args:
-            workflow: the definition the execution started with (loaded from ``record.source``).
+            workflow: the definition the execution started with (loaded from ``record.source``
+                by ``maestro_gateway.model.stored.load_stored``).
             record: its journal record.
             events: its journaled events, in order.
             reason: the text of the ``recovered`` event.

@@ -4,8 +4,13 @@
 raise ``DefinitionError`` carrying *every* problem of the file, each at its 1-based line and
 column: YAML syntax, duplicate keys, unknown keys (with a did-you-mean), missing or mistyped
 fields, invalid durations and policies, unknown services, malformed methods, duplicate step ids,
-output-name collisions, an invalid input schema and every expression problem (syntax, unknown
-names, references to steps that cannot have run yet, a dynamic use of ``env``).
+output-name collisions, an invalid input schema, the step kinds of DESIGN §12 (foreach, workflow,
+switch, loop and fail steps, nested up to ``MAX_NESTING`` levels: ``maestro_gateway.model.steps``)
+and every expression problem (syntax, unknown names, references to steps that cannot have run
+yet, a dynamic use of ``env``: ``maestro_gateway.model.scopes``).
+
+One file is loaded at a time, so a ``workflow`` step's ``child`` stays None here; workflows loaded
+together are linked by ``maestro_gateway.model.bundle``.
 
 ``env.NAME`` reads the process environment once, at load (DESIGN §9). ``env`` chooses what an
 unset variable is: ``"require"`` (the default: an error, as for ``maestro serve``, ``maestro

@@ -1,33 +1,57 @@
-"""Reading the ``steps`` section: call steps, ``parallel`` groups, methods and compensations.
+"""Reading the ``steps`` section: every step kind, at every nesting level (DESIGN §3, §12).
 
-Two passes: ``StepReader.structure`` reads ids, output names and groups (everything the scopes
-depend on) and checks their uniqueness; ``StepReader.build`` then compiles every expression with
-the scope of its place and builds the immutable steps.
+A step's kind is chosen by the key it holds: ``parallel``, ``foreach``, ``workflow``,
+``switch``, ``loop`` or ``fail``; a step with none of them is a call step (``service`` and
+``method``). Kinds nest (a foreach body may hold a switch holding a parallel group …) up to
+``MAX_NESTING`` levels; a parallel group directly inside another is refused, as nothing would
+differ from one group.
+
+Two passes: ``StepReader.structure`` reads the tree of steps (ids, output names, the names a body
+defines, the nested lists: everything the scopes depend on) and checks the names are unique in
+the whole file; ``StepReader.build`` then compiles every expression with the scope of its place
+(``maestro_gateway.model.scopes``) and builds the immutable steps. Calls themselves (services,
+methods, compensations) are read by ``maestro_gateway.model.calls``, and the rules for ids and
+names by ``maestro_gateway.model.names``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from maestro_gateway import expr
+from maestro_gateway.codes import Code
+from maestro_gateway.expr.scan import split_template
+from maestro_gateway.model.calls import CallReader
 from maestro_gateway.model.context import LoadContext, did_you_mean
-from maestro_gateway.model.scopes import RESERVED, Scopes, StepInfo
-from maestro_gateway.model.services import merge_retry, read_metadata, read_retry
+from maestro_gateway.model.names import StepNames, named_where
+from maestro_gateway.model.scopes import Kind, Scopes, StepInfo
 from maestro_gateway.model.types import (
-    Call,
+    DEFAULT_MAX_ITEMS,
+    MAX_NESTING,
     CallStep,
-    GrpcMethod,
-    HttpMethod,
-    MethodRef,
+    FailStep,
+    ForeachStep,
+    LoopStep,
     ParallelStep,
-    RetryPolicy,
     Service,
     Step,
+    SwitchBranch,
+    SwitchStep,
+    WorkflowStep,
 )
-from maestro_gateway.model.yamlnodes import MappingNode, Node, ScalarNode, kind, pairs, position
+from maestro_gateway.model.yamlnodes import (
+    INT,
+    STR,
+    MappingNode,
+    Node,
+    ScalarNode,
+    SequenceNode,
+    kind,
+    pairs,
+    position,
+)
 
 STEP_KEYS = (
     "id",
@@ -41,65 +65,71 @@ STEP_KEYS = (
     "metadata",
     "headers",
     "compensate",
+    "continue_on_error",
 )
-COMPENSATE_KEYS = ("service", "method", "input", "timeout", "retry", "metadata", "headers")
-HTTP_VERBS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+"""The keys of a call step."""
 
-_STEP_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# CEL reserved words cannot be variable names.
-CEL_RESERVED = frozenset(
-    [
-        "true",
-        "false",
-        "null",
-        "in",
-        "as",
-        "break",
-        "const",
-        "continue",
-        "else",
-        "for",
-        "function",
-        "if",
-        "import",
-        "let",
-        "loop",
-        "package",
-        "namespace",
-        "return",
-        "var",
-        "void",
-        "while",
-    ]
-)
-_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
-_GRPC_BARE = re.compile(_IDENT)
-_GRPC_SLASH = re.compile(rf"({_IDENT}(?:\.{_IDENT})*)/({_IDENT})")
-_GRPC_DOTTED = re.compile(rf"({_IDENT}(?:\.{_IDENT})+)\.({_IDENT})")
-_HTTP = re.compile(r"(?:([A-Za-z]+)\s+)?(/.*)", re.DOTALL)
-# Maestro.go's HTTP method without a verb or a slash: POST /api/<name in lower case>.
-_HTTP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+KIND_KEYS: tuple[Kind, ...] = ("parallel", "foreach", "workflow", "switch", "loop", "fail")
+"""The keys that choose a step's kind (a step without any is a call step)."""
+
+_KIND_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "parallel": (("id", "parallel"), ()),
+    "foreach": (
+        (
+            "id",
+            "foreach",
+            "as",
+            "index_as",
+            "concurrency",
+            "max_items",
+            "steps",
+            "output",
+            "when",
+            "continue_on_error",
+        ),
+        ("id", "foreach", "steps"),
+    ),
+    "workflow": (
+        ("id", "workflow", "input", "output", "when", "continue_on_error"),
+        ("id", "workflow"),
+    ),
+    "switch": (("id", "switch", "output", "when"), ("id", "switch")),
+    "loop": (("id", "loop", "output", "when"), ("id", "loop")),
+    "fail": (("id", "fail", "when"), ("id", "fail")),
+}
+"""The keys each kind allows, and those it requires."""
+
+BRANCH_KEYS = ("when", "steps")
+LOOP_KEYS = ("steps", "until", "max_iterations", "delay", "index_as")
+FAIL_KEYS = ("code", "message")
+_CONTAINERS = ("parallel", "foreach", "switch", "loop")
+
+_WORKFLOW_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_FAIL_CODES = tuple(c.name for c in Code if c is not Code.OK)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Draft:
-    """A call step after the structural pass."""
+    """A step after the structural pass.
+
+    ``fields`` are the step's keys; ``inner`` those of a ``loop``/``fail`` mapping;
+    ``branches`` a switch's entries (entry node and keys), one per list of ``lists``.
+    """
 
     info: StepInfo
     node: Node
     fields: dict[str, Node]
     valid: bool
     where: str
+    lists: list[list[_Draft]] = field(default_factory=list)
+    inner: dict[str, Node] = field(default_factory=dict)
+    branches: list[tuple[Node, dict[str, Node] | None]] = field(default_factory=list)
+    body_names: list[tuple[str, Node | None, str]] = field(default_factory=list)
+    """The names a foreach or loop defines: (name, the node giving it or None, its path)."""
 
-
-@dataclass
-class _Group:
-    """A parallel group after the structural pass."""
-
-    id: str
-    node: Node
-    children: list[_Draft] = field(default_factory=list)
+    @property
+    def kind(self) -> Kind:
+        return self.info.kind
 
 
 class StepReader:
@@ -108,45 +138,139 @@ class StepReader:
     def __init__(self, ctx: LoadContext, services: Mapping[str, Service | None]) -> None:
         self.ctx = ctx
         self.services = services
-        self.items: list[_Draft | _Group] = []
-        self._ids: dict[str, Node] = {}
-        self._outputs: dict[str, tuple[str, Node]] = {}
+        self.items: list[_Draft] = []
+        self.names = StepNames(ctx)
+        self._groups = 0
+        self._named: list[_Draft] = []
 
     # -- pass 1: structure -------------------------------------------------------------------
 
     def structure(self, node: Node) -> list[StepInfo]:
-        """Read ids, outputs and groups; return the call steps' infos in file order."""
+        """Read the tree of steps; return the top-level steps' infos (nested ones linked)."""
         elements = self.ctx.items(node, "steps")
         if elements is None:
             return []
         if not elements:
             self.ctx.error(node, "steps: list at least one step")
-        groups = 0
-        for index, element in enumerate(elements):
-            if isinstance(element, MappingNode) and any(
-                isinstance(k, ScalarNode) and k.value == "parallel" for k, _ in pairs(element)
-            ):
-                groups += 1
-                self.items.append(self._group(element, index, groups))
-            else:
-                self.items.append(self._draft(element, index, f"steps[{index}]", None))
-        return [d.info for d in self._drafts() if d.valid]
+        self.items = self._list(elements, None, 0, "steps")
+        for draft in self._named:
+            self._check_body_names(draft)
+        return [d.info for d in self.items]
 
-    def _group(self, node: MappingNode, index: int, number: int) -> _Group:
-        where = _named_where(node, f"steps[{index}]")
-        fields = self.ctx.fields(node, where, ("id", "parallel")) or {}
+    def _list(
+        self, elements: Sequence[Node], parent: _Draft | None, branch: int, where: str
+    ) -> list[_Draft]:
+        """Read one list of steps (``where`` is the list's path) nested in ``parent``."""
+        drafts: list[_Draft] = []
+        for i, element in enumerate(elements):
+            keys = [k.value for k in _kind_keys(element)]
+            if parent is not None and parent.kind == "parallel" and "parallel" in keys:
+                self.ctx.error(element, f"{where}[{i}]: parallel groups cannot be nested")
+                continue
+            draft = self._draft(element, f"{where}[{i}]", parent, branch, len(drafts))
+            drafts.append(draft)
+        if parent is not None:
+            parent.info.lists.append([d.info for d in drafts])
+            parent.lists.append(drafts)
+        return drafts
+
+    def _draft(
+        self, node: Node, fallback: str, parent: _Draft | None, branch: int, index: int
+    ) -> _Draft:
+        keys = _kind_keys(node)
+        step_kind: Kind = keys[0].value if keys else "call"
+        info = StepInfo("", None, step_kind, parent.info if parent else None, branch, index)
+        where = named_where(node, fallback)
+        others = tuple(k.value for k in keys[1:])
+        for extra in keys[1:]:
+            self.ctx.error(
+                extra,
+                f"{where}: a step has one kind, but '{step_kind}' and '{extra.value}' are both given",
+            )
+        if step_kind == "parallel":
+            draft = self._group(node, fallback, info, others)
+        elif step_kind == "call":
+            return self._call_draft(node, where, info)
+        else:
+            draft = self._kind_draft(node, where, info, others)
+        if others:
+            draft.valid = False
+        return draft
+
+    def _kind_draft(
+        self, node: Node, where: str, info: StepInfo, others: tuple[str, ...]
+    ) -> _Draft:
+        """Read a step of a kind other than call and parallel."""
+        step_kind = info.kind
+        allowed, required = _KIND_FIELDS[step_kind]
+        fields = self.ctx.fields(node, where, (*allowed, *others), required=required)
+        valid = fields is not None
+        fields = fields or {}
+        step_id = self.names.step_id(fields["id"], where) if "id" in fields else None
+        draft = _Draft(info, node, fields, valid, where)
+        if step_id is None:
+            draft.valid = info.visible = False
+        else:
+            info.id = step_id
+            draft.where = f"steps.{step_id}"
+            if step_kind != "fail":
+                output_node = fields.get("output", fields["id"])
+                info.output = self.names.output(output_node, step_id, explicit="output" in fields)
+                if info.output is None:
+                    draft.valid = info.visible = False
+        if not self._deep_enough(draft):
+            return draft
+        if step_kind == "foreach":
+            self._foreach(draft)
+        elif step_kind == "switch":
+            self._switch(draft)
+        elif step_kind == "loop":
+            self._loop(draft)
+        elif step_kind == "fail" and "fail" in fields:
+            inner = self.ctx.fields(
+                fields["fail"], f"{draft.where}.fail", FAIL_KEYS, required=FAIL_KEYS
+            )
+            draft.inner = inner or {}
+            draft.valid = draft.valid and inner is not None
+        return draft
+
+    def _deep_enough(self, draft: _Draft) -> bool:
+        """False (and reported) when ``draft`` is a kind nested deeper than ``MAX_NESTING``."""
+        if draft.kind not in _CONTAINERS:
+            return True
+        depth, info = 1, draft.info
+        while info.parent is not None:
+            depth, info = depth + 1, info.parent
+        if depth <= MAX_NESTING:
+            return True
+        self.ctx.error(
+            draft.node,
+            f"{draft.where}: steps nest at most {MAX_NESTING} levels deep (foreach, loop, switch "
+            f"and parallel); this {draft.kind} would be level {depth}",
+        )
+        draft.valid = False
+        return False
+
+    def _group(self, node: Node, fallback: str, info: StepInfo, others: tuple[str, ...]) -> _Draft:
+        where = named_where(node, fallback)
+        fields = self.ctx.fields(node, where, ("id", "parallel", *others)) or {}
+        self._groups += 1
+        number = self._groups
         group_id = f"parallel-{number}"
-        while group_id in self._ids:
+        while group_id in self.names.ids:
             number += 1
             group_id = f"parallel-{number}"
         if "id" in fields:
-            given = self._step_id(fields["id"], where)
+            given = self.names.step_id(fields["id"], where)
             if given is not None:
                 group_id = given
         else:
-            self._ids[group_id] = node
-        where = f"steps.{group_id}"
-        group = _Group(group_id, node)
+            self.names.ids[group_id] = node
+        info.id = group_id
+        draft = _Draft(info, node, fields, True, f"steps.{group_id}")
+        if not self._deep_enough(draft):
+            return draft
+        where = draft.where
         children = (
             self.ctx.items(fields["parallel"], f"{where}.parallel")
             if "parallel" in fields
@@ -154,290 +278,411 @@ class StepReader:
         )
         if children is not None and not children:
             self.ctx.error(fields["parallel"], f"{where}.parallel: list at least one step")
-        for i, child in enumerate(children or []):
-            if isinstance(child, MappingNode) and any(
-                isinstance(k, ScalarNode) and k.value == "parallel" for k, _ in pairs(child)
-            ):
-                self.ctx.error(child, f"{where}.parallel[{i}]: parallel groups cannot be nested")
-                continue
-            group.children.append(self._draft(child, index, f"{where}.parallel[{i}]", group_id))
-        return group
+        self._list(children or [], draft, 0, f"{where}.parallel")
+        return draft
 
-    def _draft(self, node: Node, index: int, where: str, group: str | None) -> _Draft:
-        where = _named_where(node, where)
+    def _call_draft(self, node: Node, where: str, info: StepInfo) -> _Draft:
         fields = self.ctx.fields(node, where, STEP_KEYS, required=("id", "service", "method"))
         valid = fields is not None
         fields = fields or {}
-        step_id = self._step_id(fields["id"], where) if "id" in fields else None
+        step_id = self.names.step_id(fields["id"], where) if "id" in fields else None
         if step_id is None:
-            return _Draft(StepInfo(where, "", index, group), node, fields, False, where)
+            info.visible = False
+            return _Draft(info, node, fields, False, where)
         output_node = fields.get("output", fields["id"])
-        output = self._output(output_node, step_id, explicit="output" in fields)
-        valid = valid and output is not None
-        info = StepInfo(step_id, output or step_id, index, group)
-        return _Draft(info, node, fields, valid, f"steps.{step_id}")
+        output = self.names.output(output_node, step_id, explicit="output" in fields)
+        info.id, info.output = step_id, output
+        info.visible = valid and output is not None
+        return _Draft(info, node, fields, info.visible, f"steps.{step_id}")
 
-    def _step_id(self, node: Node, where: str) -> str | None:
-        step_id = self.ctx.string(node, f"{where}.id", scalars=True)
-        if step_id is None:
-            return None
-        if not _STEP_ID.fullmatch(step_id):
-            self.ctx.error(
-                node, f"{where}.id: '{step_id}' may hold only letters, digits, '_', '.' and '-'"
-            )
-            return None
-        if step_id in self._ids:
-            first = position(self._ids[step_id])
-            self.ctx.error(
-                node,
-                f"{where}.id: duplicate step id '{step_id}' (first defined at line {first.line})",
-            )
-            return None
-        self._ids[step_id] = node
-        return step_id
-
-    def _output(self, node: Node, step_id: str, *, explicit: bool) -> str | None:
-        where = f"steps.{step_id}.output"
-        name = self.ctx.string(node, where, scalars=not explicit)
-        if name is None:
-            return None
-        if not IDENTIFIER.fullmatch(name) or name in CEL_RESERVED:
-            if explicit:
+    def _foreach(self, draft: _Draft) -> None:
+        fields, where = draft.fields, draft.where
+        for key, default in (("as", "item"), ("index_as", "index")):
+            self._body_name(draft, key, default, fields, where)
+        names = [n for n, _, _ in draft.body_names]
+        if len(names) == 2 and names[0] == names[1]:
+            if "index_as" in fields:
                 self.ctx.error(
-                    node,
-                    f"{where}: '{name}' is not a valid name (letters, digits and '_', not starting with a digit)",
+                    fields["index_as"],
+                    f"{where}.index_as: '{names[1]}' is already the item's name (as); give the "
+                    "index another name",
                 )
             else:
                 self.ctx.error(
-                    node,
-                    f"steps.{step_id}: the step id '{name}' cannot be used as its output name; add output: with a name made of letters, digits and '_'",
+                    fields["as"],
+                    f"{where}.as: '{names[0]}' is also the default index name; set index_as: "
+                    "to another name",
                 )
-            return None
-        if name in RESERVED:
-            self.ctx.error(
-                node,
-                f"{where}: '{name}' is reserved (input, workflow, steps, error and env are built-in names)",
-            )
-            return None
-        if name in self._outputs:
-            other, first = self._outputs[name]
-            self.ctx.error(
-                node,
-                f"{where}: output name '{name}' is already used by step '{other}' (line {position(first).line})",
-            )
-            return None
-        self._outputs[name] = (step_id, node)
-        return name
+            draft.valid = False
+            draft.body_names.pop()
+        draft.info.names = tuple(n for n, _, _ in draft.body_names)
+        self._body(draft, fields.get("steps"), f"{where}.steps")
+        self._named.append(draft)
 
-    def _drafts(self) -> list[_Draft]:
-        out: list[_Draft] = []
-        for item in self.items:
-            out.extend(item.children if isinstance(item, _Group) else [item])
-        return out
+    def _loop(self, draft: _Draft) -> None:
+        where = f"{draft.where}.loop"
+        if "loop" not in draft.fields:
+            return
+        inner = self.ctx.fields(
+            draft.fields["loop"], where, LOOP_KEYS, required=("steps", "until", "max_iterations")
+        )
+        if inner is None:
+            draft.valid = False
+            return
+        draft.inner = inner
+        self._body_name(draft, "index_as", "iteration", inner, where)
+        draft.info.names = tuple(n for n, _, _ in draft.body_names)
+        self._body(draft, inner.get("steps"), f"{where}.steps")
+        self._named.append(draft)
+
+    def _body(self, draft: _Draft, node: Node | None, where: str) -> None:
+        """Read the body of a foreach or loop: a non-empty list of steps."""
+        elements = None
+        if node is not None:
+            elements = self.ctx.items(node, where)
+            if elements is not None and not elements:
+                self.ctx.error(node, f"{where}: list at least one step")
+        if not elements:
+            draft.valid = False
+        self._list(elements or [], draft, 0, where)
+
+    def _switch(self, draft: _Draft) -> None:
+        where = f"{draft.where}.switch"
+        if "switch" not in draft.fields:
+            return
+        entries = self.ctx.items(draft.fields["switch"], where)
+        if entries is None:
+            draft.valid = False
+            return
+        if not entries:
+            self.ctx.error(draft.fields["switch"], f"{where}: list at least one branch")
+            draft.valid = False
+        default: int | None = None
+        for b, entry in enumerate(entries):
+            branch_where = f"{where}[{b}]"
+            entry_fields = self.ctx.fields(entry, branch_where, BRANCH_KEYS)
+            draft.branches.append((entry, entry_fields))
+            if entry_fields is None:
+                draft.valid = False
+                self._list([], draft, b, f"{branch_where}.steps")
+                continue
+            if not entry_fields:
+                self.ctx.error(
+                    entry,
+                    f"{branch_where}: a branch needs when, steps or both (a branch without "
+                    "when is the default)",
+                )
+                draft.valid = False
+            elif "when" not in entry_fields:
+                if default is not None:
+                    self.ctx.error(
+                        entry,
+                        f"{branch_where}: only one branch may be the default (without when); "
+                        f"{where}[{default}] already is",
+                    )
+                    draft.valid = False
+                else:
+                    default = b
+                    if b != len(entries) - 1:
+                        self.ctx.error(
+                            entry,
+                            f"{branch_where}: the default branch (without when) must be the "
+                            "last one",
+                        )
+                        draft.valid = False
+            elements: list[Node] | None = []
+            if "steps" in entry_fields:
+                elements = self.ctx.items(entry_fields["steps"], f"{branch_where}.steps")
+                if elements is None:
+                    draft.valid = False
+            self._list(elements or [], draft, b, f"{branch_where}.steps")
+
+    def _body_name(
+        self, draft: _Draft, key: str, default: str, fields: dict[str, Node], where: str
+    ) -> None:
+        """Read the name ``key`` (``as``, ``index_as``) a foreach or loop gives its body."""
+        node = fields.get(key)
+        step = (draft.where, draft.node)
+        name = self.names.body_name(draft.info, node, f"{where}.{key}", default, step)
+        if name is None:
+            draft.valid = False
+        else:
+            draft.body_names.append((name, node, f"{where}.{key}"))
+
+    def _check_body_names(self, draft: _Draft) -> None:
+        """A name a body defines must not be a step output of the file (it would hide it)."""
+        for name, node, where in draft.body_names:
+            if self.names.hides_output(name, node, where, (draft.where, draft.node)):
+                draft.valid = False
 
     # -- pass 2: build -----------------------------------------------------------------------
 
     def build(self, scopes: Scopes) -> tuple[Step, ...] | None:
         """Compile every step; None when any problem was found (all of them reported)."""
-        steps: list[Step] = []
-        ok = True
-        for item in self.items:
-            if isinstance(item, _Group):
-                children = [self._call_step(d, scopes) for d in item.children]
-                built = [c for c in children if c is not None]
-                if len(built) == len(children) and built:
-                    steps.append(ParallelStep(item.id, tuple(built), position(item.node)))
-                else:
-                    ok = False
-            else:
-                step = self._call_step(item, scopes)
-                if step is None:
-                    ok = False
-                else:
-                    steps.append(step)
-        return tuple(steps) if ok else None
+        self._calls = CallReader(self.ctx, self.services)
+        self._scopes = scopes
+        return self._build_list(self.items)
 
-    def _call_step(self, draft: _Draft, scopes: Scopes) -> CallStep | None:
+    def _build_list(self, drafts: Sequence[_Draft]) -> tuple[Step, ...] | None:
+        built = [self._build(d) for d in drafts]
+        steps = [s for s in built if s is not None]
+        return tuple(steps) if len(steps) == len(built) else None
+
+    def _build(self, draft: _Draft) -> Step | None:
+        builders = {
+            "call": self._call_step,
+            "parallel": self._parallel_step,
+            "foreach": self._foreach_step,
+            "workflow": self._workflow_step,
+            "switch": self._switch_step,
+            "loop": self._loop_step,
+            "fail": self._fail_step,
+        }
+        return builders[draft.kind](draft)
+
+    def _common(self, draft: _Draft, scope: expr.Scope) -> tuple[bool, expr.Condition | None]:
+        """Read ``when`` and check ``valid``: (whether they are fine, the condition)."""
+        when = None
+        ok = draft.valid
+        if "when" in draft.fields:
+            when = self.ctx.condition(draft.fields["when"], scope, f"{draft.where}.when")
+            ok = ok and when is not None
+        return ok, when
+
+    def _flag(self, draft: _Draft) -> bool | None:
+        """``continue_on_error`` (false when absent, None when invalid)."""
+        node = draft.fields.get("continue_on_error")
+        if node is None:
+            return False
+        return self.ctx.boolean(node, f"{draft.where}.continue_on_error")
+
+    def _call_step(self, draft: _Draft) -> CallStep | None:
         info, fields = draft.info, draft.fields
         where = draft.where
-        scope = scopes.step(info)
-        service = self._service(fields.get("service"), f"{where}.service")
-        call = self._call(fields, where, service, scope, None)
-        when = None
-        if "when" in fields:
-            when = self.ctx.condition(fields["when"], scope, f"{where}.when")
+        scope = self._scopes.step(info)
+        service = self._calls.service(fields.get("service"), f"{where}.service")
+        call = self._calls.call(fields, where, service, scope, None)
+        ok, when = self._common(draft, scope)
         compensate = None
         if "compensate" in fields:
-            compensate = self._compensate(
+            compensate = self._calls.compensate(
                 fields["compensate"],
                 f"{where}.compensate",
                 service,
                 call,
-                scopes.compensation(info),
+                self._scopes.compensation(info),
             )
+        flag = self._flag(draft)
+        if not ok or call is None or flag is None or info.output is None:
+            return None
+        if "compensate" in fields and compensate is None:
+            return None
+        return CallStep(info.id, call, info.output, when, compensate, position(draft.node), flag)
+
+    def _parallel_step(self, draft: _Draft) -> ParallelStep | None:
+        children = self._build_list(draft.lists[0] if draft.lists else [])
+        if not draft.valid or not children:
+            return None
+        return ParallelStep(draft.info.id, children, position(draft.node))
+
+    def _foreach_step(self, draft: _Draft) -> ForeachStep | None:
+        info, fields, where = draft.info, draft.fields, draft.where
+        scope = self._scopes.step(info)
+        items = None
+        if "foreach" in fields:
+            items = self._items(fields["foreach"], scope, f"{where}.foreach")
+        concurrency: expr.Template | None = None
+        concurrency_ok = True
+        if "concurrency" in fields:
+            concurrency = self._concurrency(fields["concurrency"], scope, f"{where}.concurrency")
+            concurrency_ok = concurrency is not None
+        max_items: int | None = DEFAULT_MAX_ITEMS
+        if "max_items" in fields:
+            max_items = self.ctx.integer(fields["max_items"], f"{where}.max_items", 1)
+        ok, when = self._common(draft, scope)
+        flag = self._flag(draft)
+        body = self._build_list(draft.lists[0] if draft.lists else [])
         if (
-            not draft.valid
-            or call is None
-            or ("when" in fields and when is None)
-            or ("compensate" in fields and compensate is None)
+            not ok
+            or items is None
+            or not concurrency_ok
+            or max_items is None
+            or flag is None
+            or not body
+            or info.output is None
         ):
             return None
-        return CallStep(info.id, call, info.output, when, compensate, position(draft.node))
-
-    def _compensate(
-        self,
-        node: Node,
-        where: str,
-        step_service: Service | None,
-        step_call: Call | None,
-        scope: expr.Scope,
-    ) -> Call | None:
-        fields = self.ctx.fields(node, where, COMPENSATE_KEYS, required=("method",))
-        if fields is None:
-            return None
-        service = step_service
-        if "service" in fields:
-            service = self._service(fields["service"], f"{where}.service")
-        base = None
-        if step_call is not None and service is step_service:
-            base = step_call
-        return self._call(fields, where, service, scope, base)
-
-    def _service(self, node: Node | None, where: str) -> Service | None:
-        if node is None:
-            return None
-        name = self.ctx.string(node, where)
-        if name is None:
-            return None
-        if name not in self.services:
-            known = ", ".join(sorted(self.services)) or "none are defined"
-            self.ctx.error(
-                node,
-                f"{where}: unknown service '{name}'{did_you_mean(name, self.services)} (services: {known})",
-            )
-            return None
-        return self.services[name]
-
-    def _call(
-        self,
-        fields: dict[str, Node],
-        where: str,
-        service: Service | None,
-        scope: expr.Scope,
-        base: Call | None,
-    ) -> Call | None:
-        """Read method, input, timeout, retry and metadata; ``base`` supplies inherited defaults."""
-        method = (
-            self._method(fields["method"], f"{where}.method", service, scope)
-            if "method" in fields
-            else None
-        )
-        request: expr.Template | None = expr.constant({})
-        if "input" in fields:
-            request = self.ctx.template(fields["input"], scope, f"{where}.input")
-        values: dict[str, Any] = {}
-        if "timeout" in fields:
-            values["timeout"] = self.ctx.duration(fields["timeout"], f"{where}.timeout")
-        overrides: dict[str, Any] | None = {}
-        if "retry" in fields:
-            overrides = read_retry(self.ctx, fields["retry"], f"{where}.retry")
-        service_type = service.type if service is not None else "grpc"
-        metadata = read_metadata(self.ctx, fields, where, service_type, scope)
-        if (
-            service is None
-            or method is None
-            or request is None
-            or overrides is None
-            or metadata is None
-            or any(v is None for v in values.values())
-        ):
-            return None
-        inherited_retry: RetryPolicy = base.retry if base else service.retry
-        inherited_timeout = base.timeout if base else service.timeout
-        return Call(
-            service=service,
-            method=method,
-            input=request,
-            metadata={**service.metadata, **metadata},
-            timeout=values.get("timeout", inherited_timeout),
-            retry=merge_retry(inherited_retry, overrides),
+        item_name, index_name = info.names
+        return ForeachStep(
+            id=info.id,
+            items=items,
+            steps=body,
+            output=info.output,
+            item_name=item_name,
+            index_name=index_name,
+            concurrency=concurrency,
+            max_items=max_items,
+            when=when,
+            continue_on_error=flag,
+            position=position(draft.node),
         )
 
-    def _method(
-        self, node: Node, where: str, service: Service | None, scope: expr.Scope
-    ) -> MethodRef | None:
-        if not isinstance(node, ScalarNode) or node.tag != "tag:yaml.org,2002:str":
-            self.ctx.error(node, f"{where}: expected a string, got {kind(node)}")
-            return None
-        text = str(node.value).strip()
-        if service is None:
-            return None
-        if service.type == "grpc":
-            return self._grpc_method(node, text, where, service)
-        if _HTTP_NAME.fullmatch(text):
-            return self._http_name(node, text, where)
-        match = _HTTP.fullmatch(text)
-        if match is None:
-            self.ctx.error(
-                node,
-                f"{where}: '{text}' is not an HTTP method; write 'VERB /path', '/path' (POST) "
-                "or a name (POST /api/<name in lower case>)",
-            )
-            return None
-        verb = (match.group(1) or "POST").upper()
-        if verb not in HTTP_VERBS:
-            self.ctx.error(
-                node,
-                f"{where}: unsupported HTTP verb '{match.group(1)}'; use one of {', '.join(HTTP_VERBS)}",
-            )
-            return None
-        offset = len(node.value) - len(node.value.lstrip()) + match.start(2)
-        path = self.ctx.compile_text(node, match.group(2), offset, scope, where)
-        return None if path is None else HttpMethod(verb, path, match.group(2))
-
-    def _http_name(self, node: ScalarNode, text: str, where: str) -> HttpMethod | None:
-        """Maestro.go's rule for a method without a verb or a slash: ``POST /api/<lower>``.
-
-        A verb alone (``GET``, ``delete``) is refused: it is a path forgotten far more often
-        than an endpoint called ``/api/get``.
-        """
-        if text.upper() in HTTP_VERBS:
-            self.ctx.error(
-                node,
-                f"{where}: '{text}' is an HTTP verb without a path; write '{text.upper()} /path' "
-                f"(or 'POST /api/{text.lower()}', which is what Maestro.go makes of it)",
-            )
-            return None
-        path = f"/api/{text.lower()}"
-        return HttpMethod("POST", expr.constant(path), path)
-
-    def _grpc_method(
-        self, node: ScalarNode, text: str, where: str, service: Service
-    ) -> MethodRef | None:
-        if _GRPC_BARE.fullmatch(text):
-            return GrpcMethod(None, text)
-        match = _GRPC_SLASH.fullmatch(text) or _GRPC_DOTTED.fullmatch(text)
-        if match:
-            return GrpcMethod(match.group(1), match.group(2))
-        hint = ""
-        if _HTTP.fullmatch(text):
-            hint = f"; service '{service.name}' is gRPC (set type: http for an HTTP service)"
+    def _items(self, node: Node, scope: expr.Scope, where: str) -> expr.Template | None:
+        """A foreach's list: a literal list, or one ``{{ expression }}`` evaluated when it starts."""
+        if isinstance(node, ScalarNode) and node.tag == STR and _one_expression(node.value):
+            return self.ctx.template(node, scope, where)
+        if isinstance(node, SequenceNode):
+            return self.ctx.template(node, scope, where)
+        got = f"'{node.value}'" if isinstance(node, ScalarNode) and node.tag == STR else kind(node)
         self.ctx.error(
-            node,
-            f"{where}: '{text}' is not a gRPC method; write Name, pkg.Service/Method or pkg.Service.Method{hint}",
+            node, f"{where}: expected a list or one {{{{ expression }}}} yielding a list, got {got}"
         )
         return None
 
+    def _concurrency(self, node: Node, scope: expr.Scope, where: str) -> expr.Template | None:
+        """A positive integer, or one ``{{ expression }}`` evaluated when the foreach starts."""
+        if isinstance(node, ScalarNode) and node.tag == INT:
+            value = self.ctx.integer(node, where, 1)
+            return None if value is None else expr.constant(value)
+        if isinstance(node, ScalarNode) and node.tag == STR and _one_expression(node.value):
+            return self.ctx.template(node, scope, where)
+        got = f"'{node.value}'" if isinstance(node, ScalarNode) and node.tag == STR else kind(node)
+        self.ctx.error(
+            node, f"{where}: expected an integer ≥ 1 or one {{{{ expression }}}}, got {got}"
+        )
+        return None
 
-def _named_where(node: Node, fallback: str) -> str:
-    """``steps.<id>`` when the step has a usable id, so messages name the step."""
-    if isinstance(node, MappingNode):
-        for key, value in pairs(node):
-            if (
-                isinstance(key, ScalarNode)
-                and key.value == "id"
-                and isinstance(value, ScalarNode)
-                and _STEP_ID.fullmatch(str(value.value))
-            ):
-                return f"steps.{value.value}"
-    return fallback
+    def _workflow_step(self, draft: _Draft) -> WorkflowStep | None:
+        info, fields, where = draft.info, draft.fields, draft.where
+        scope = self._scopes.step(info)
+        name = None
+        if "workflow" in fields:
+            name = self.ctx.string(fields["workflow"], f"{where}.workflow")
+            if name is not None and not _WORKFLOW_NAME.fullmatch(name):
+                self.ctx.error(
+                    fields["workflow"],
+                    f"{where}.workflow: '{name}' is not a workflow name (letters, digits, '_', '.' "
+                    "and '-')",
+                )
+                name = None
+        request: expr.Template | None = expr.constant({})
+        if "input" in fields:
+            request = self.ctx.template(fields["input"], scope, f"{where}.input")
+        ok, when = self._common(draft, scope)
+        flag = self._flag(draft)
+        if not ok or name is None or request is None or flag is None or info.output is None:
+            return None
+        # The position is the name's: problems found when linking (maestro_gateway.model.bundle)
+        # are about it.
+        return WorkflowStep(
+            info.id, name, request, info.output, when, flag, position(fields["workflow"])
+        )
+
+    def _switch_step(self, draft: _Draft) -> SwitchStep | None:
+        info, where = draft.info, draft.where
+        scope = self._scopes.step(info)
+        ok, when = self._common(draft, scope)
+        branches: list[SwitchBranch] = []
+        for b, ((entry, entry_fields), drafts) in enumerate(
+            zip(draft.branches, draft.lists, strict=True)
+        ):
+            condition = None
+            if entry_fields and "when" in entry_fields:
+                condition = self.ctx.condition(
+                    entry_fields["when"], scope, f"{where}.switch[{b}].when"
+                )
+                ok = ok and condition is not None
+            steps = self._build_list(drafts)
+            if steps is None:
+                ok = False
+                continue
+            branches.append(SwitchBranch(condition, steps, position(entry)))
+        if not ok or not branches or info.output is None:
+            return None
+        return SwitchStep(info.id, tuple(branches), info.output, when, position(draft.node))
+
+    def _loop_step(self, draft: _Draft) -> LoopStep | None:
+        info, inner = draft.info, draft.inner
+        where = f"{draft.where}.loop"
+        ok, when = self._common(draft, self._scopes.step(info))
+        until = None
+        if "until" in inner:
+            until = self.ctx.condition(inner["until"], self._scopes.until(info), f"{where}.until")
+        iterations = None
+        if "max_iterations" in inner:
+            iterations = self.ctx.integer(inner["max_iterations"], f"{where}.max_iterations", 1)
+        delay: float | None = 0.0
+        if "delay" in inner:
+            delay = self.ctx.duration(inner["delay"], f"{where}.delay", positive=False)
+        body = self._build_list(draft.lists[0] if draft.lists else [])
+        if (
+            not ok
+            or until is None
+            or iterations is None
+            or delay is None
+            or not body
+            or info.output is None
+        ):
+            return None
+        return LoopStep(
+            id=info.id,
+            steps=body,
+            until=until,
+            max_iterations=iterations,
+            output=info.output,
+            delay=delay,
+            index_name=info.names[0],
+            when=when,
+            position=position(draft.node),
+        )
+
+    def _fail_step(self, draft: _Draft) -> FailStep | None:
+        info, inner = draft.info, draft.inner
+        where = f"{draft.where}.fail"
+        scope = self._scopes.step(info)
+        ok, when = self._common(draft, scope)
+        code = self._code(inner["code"], f"{where}.code") if "code" in inner else None
+        message = None
+        if "message" in inner:
+            node = inner["message"]
+            if isinstance(node, ScalarNode) and node.tag == STR:
+                message = self.ctx.template(node, scope, f"{where}.message")
+            else:
+                self.ctx.error(node, f"{where}.message: expected a string, got {kind(node)}")
+        if not ok or code is None or message is None:
+            return None
+        return FailStep(info.id, code, message, when, position(draft.node))
+
+    def _code(self, node: Node, where: str) -> Code | None:
+        text = self.ctx.string(node, where)
+        if text is None:
+            return None
+        try:
+            code = Code.from_name(text)
+        except KeyError:
+            self.ctx.error(
+                node,
+                f"{where}: unknown gRPC code '{text}'{did_you_mean(text.upper(), _FAIL_CODES)}",
+            )
+            return None
+        if code is Code.OK:
+            self.ctx.error(
+                node, f"{where}: OK is not a failure; give the code to fail with, e.g. ABORTED"
+            )
+            return None
+        return code
+
+
+def _kind_keys(node: Node) -> list[ScalarNode]:
+    """The keys of ``node`` that choose a kind, in file order."""
+    if not isinstance(node, MappingNode):
+        return []
+    return [k for k, _ in pairs(node) if isinstance(k, ScalarNode) and k.value in KIND_KEYS]
+
+
+def _one_expression(text: str) -> bool:
+    """Whether ``text`` is exactly one ``{{ … }}`` (which keeps its value's type)."""
+    segments, problems = split_template(text)
+    if problems:
+        return "{{" in text  # let the compiler report the problem
+    return len(segments) == 1 and segments[0].is_expr

@@ -9,6 +9,11 @@ Two loading policies, as operators expect them:
 - :meth:`WorkflowRegistry.load` (start-up) serves every valid file and reports the others;
 - :meth:`WorkflowRegistry.reload` (SIGHUP) is all or nothing: when any file is invalid, the old set
   stays in service untouched.
+
+The files of the directory are loaded together: every ``workflow`` step is linked to the workflow
+it runs (``maestro_gateway.model.bundle``), and a file whose sub-workflow is unknown, cyclic,
+nested too deeply or itself invalid is invalid, with a diagnostic at the step. A reload links the
+new set afresh.
 """
 
 from __future__ import annotations
@@ -49,11 +54,15 @@ def load_directory(
         loader: loads one file; the default is ``maestro_gateway.model.loader.load_file``.
 
     Returns:
-        The valid workflows by name, and the diagnostics of every invalid file. A file whose
-        workflow name is already taken by an earlier file (in name order) is invalid.
+        The valid workflows by name, linked to their sub-workflows, and the diagnostics of every
+        invalid file. A file whose workflow name is already taken by an earlier file (in name
+        order) is invalid, and so is one whose sub-workflow cannot run.
     """
+    from maestro_gateway.model.bundle import file_workflow_name, link
+
     loaded: dict[str, Workflow] = {}
     problems: list[Diagnostic] = []
+    unloadable: dict[str, list[Diagnostic]] = {}
     try:
         files = workflow_files(directory)
     except OSError as exc:
@@ -63,6 +72,9 @@ def load_directory(
             workflow = loader(str(path))
         except DefinitionError as exc:
             problems.extend(exc.diagnostics)
+            name = file_workflow_name(str(path))
+            if name is not None:
+                unloadable.setdefault(name, list(exc.diagnostics))
             continue
         except OSError as exc:
             problems.append(Diagnostic(str(path), 0, 0, f"cannot read file: {exc.strerror}"))
@@ -80,7 +92,11 @@ def load_directory(
             )
             continue
         loaded[workflow.name] = workflow
-    return loaded, problems
+    for name, diagnostics in link(loaded, unloadable).items():
+        del loaded[name]
+        problems.extend(diagnostics)
+    # A child's problems are also listed with each parent that needs it.
+    return loaded, list(dict.fromkeys(problems))
 
 
 def validate_source(source: str) -> list[Diagnostic]:

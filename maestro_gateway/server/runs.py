@@ -25,7 +25,7 @@ from maestro_gateway.engine import Engine, Event, EventSink, ExecutionFinished, 
 from maestro_gateway.engine.journaling import event_from_entry
 from maestro_gateway.errors import DefinitionError
 from maestro_gateway.journal.base import ExecutionRecord, Journal
-from maestro_gateway.model.loader import load_string
+from maestro_gateway.model.stored import load_stored
 from maestro_gateway.model.types import Workflow
 from maestro_gateway.server.logfmt import logfmt
 
@@ -88,7 +88,7 @@ class Runs:
             workflow = loaded.get(key)
             if workflow is None:
                 try:
-                    workflow = load_string(record.source, record.path)
+                    workflow = load_stored(record.source, record.path)
                 except DefinitionError as exc:
                     log.error(
                         logfmt(
