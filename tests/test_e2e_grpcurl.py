@@ -216,7 +216,9 @@ async def test_max_time_cancels_the_downstream_call_and_compensates(stack: Stack
     assert done.code == EXIT_DEADLINE_EXCEEDED, done.stderr
     assert "Code: DeadlineExceeded" in done.stderr
     kinds = [kind(e) for e in events(done.stdout)]
-    assert kinds[-1] == "step_started"
+    # The last event streamed before the deadline: the shipment's start, or its failure when
+    # the gateway's timer (set to the caller's deadline) fires just before grpcurl's.
+    assert kinds[-1] in ("step_started", "step_failed")
     shipping = await stack.demo.shipping.control.wait_for(
         lambda calls: bool(calls) and calls[0].outcome != "", within=10
     )

@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterator
 
 from maestro_gateway.errors import DefinitionError, Diagnostic
+from maestro_gateway.model.bundle import link
 from maestro_gateway.model.loader import load_string
 from maestro_gateway.model.types import Workflow, WorkflowStep, walk
 
@@ -42,15 +43,10 @@ def load_stored(text: str, path: str) -> Workflow:
     if not children:
         return workflow
     loaded = {name: load_string(c["source"], c["path"]) for name, c in children.items()}
-    for each in (workflow, *loaded.values()):
-        for step in walk(each.steps):
-            if isinstance(step, WorkflowStep):
-                child = loaded.get(step.workflow)
-                if child is None:
-                    raise DefinitionError(
-                        [Diagnostic(each.path, 1, 1, f"sub-workflow '{step.workflow}' is missing")]
-                    )
-                object.__setattr__(step, "child", child)
+    loaded[workflow.name] = workflow
+    problems = link(loaded)
+    if workflow.name in problems:
+        raise DefinitionError(problems[workflow.name])
     return workflow
 
 
@@ -60,11 +56,11 @@ def _descendants(workflow: Workflow) -> Iterator[Workflow]:
     while pending:
         current = pending.pop()
         for step in walk(current.steps):
-            if isinstance(step, WorkflowStep) and step.child is not None:
-                if id(step.child) not in seen:
-                    seen.add(id(step.child))
-                    pending.append(step.child)
-                    yield step.child
+            child = step.child if isinstance(step, WorkflowStep) else None
+            if child is not None and id(child) not in seen:
+                seen.add(id(child))
+                pending.append(child)
+                yield child
 
 
 def _split(text: str, path: str) -> tuple[str, dict[str, dict[str, str]]]:
