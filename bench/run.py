@@ -11,7 +11,8 @@ concurrency 1 and 64, in an order that rotates each round, and reports per conte
 concurrency the medians (with min–max over the rounds) of workflows/s, p50, p99, and the CPU per
 workflow of the server process and of the services process (``/proc/PID/stat`` deltas over the
 measured window). It prints the gateway/glue ratios against the DESIGN §8 targets, then runs
-the scale figures (``bench/memory.py``, ``bench/engine_cpu.py``, ``bench/recovery.py``), and writes everything to
+the scale figures (``bench/memory.py``, ``bench/engine_cpu.py``, ``bench/foreach.py``,
+``bench/recovery.py``), and writes everything to
 ``bench/results/latest.json``.
 """
 
@@ -301,6 +302,7 @@ def run_scale(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     scale = (
         ("engine_cpu", []),
+        ("foreach", []),
         ("memory", ["--executions", str(args.executions)]),
         ("recovery", ["--executions", str(args.recover)]),
     )
