@@ -548,3 +548,30 @@ async def test_tls_serves_only_tls_clients(tmp_path: Path, self_signed: tuple[Pa
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         await server.shutdown(0)
+
+
+async def test_validate_workflow_resolves_sub_workflows_among_the_served(gw: Harness) -> None:
+    """A sub-workflow must be one this gateway serves (did-you-mean), and not the text itself."""
+    parent = """name: order
+services:
+  shop: {type: http, endpoint: "http://127.0.0.1:1"}
+steps:
+  - id: pay
+    workflow: CHILD
+"""
+    served = await gw.stub.ValidateWorkflow(
+        pb.ValidateWorkflowRequest(source=parent.replace("CHILD", "checkout"))
+    )
+    assert served.valid
+    unknown = await gw.stub.ValidateWorkflow(
+        pb.ValidateWorkflowRequest(source=parent.replace("CHILD", "chekout"))
+    )
+    assert not unknown.valid
+    [problem] = unknown.diagnostics
+    assert (problem.line, problem.column) == (6, 15)
+    assert "unknown workflow 'chekout'" in problem.message
+    assert "did you mean 'checkout'" in problem.message
+    itself = await gw.stub.ValidateWorkflow(
+        pb.ValidateWorkflowRequest(source=parent.replace("CHILD", "order"))
+    )
+    assert "runs itself" in itself.diagnostics[0].message

@@ -300,7 +300,7 @@ def create_gateway(
         registry,
         Runs(engine, journal),
         check_input=_check_input,
-        validate_source=validate_source,
+        validate_source=lambda source: validate_source(source, registry.names()),
         max_concurrent=max_concurrent,
         limits=limits,
     )

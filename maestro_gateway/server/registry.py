@@ -19,12 +19,13 @@ new set afresh.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
 from maestro_gateway.errors import DefinitionError, Diagnostic
-from maestro_gateway.model.types import Workflow
+from maestro_gateway.model.context import did_you_mean
+from maestro_gateway.model.types import Workflow, WorkflowStep, walk
 
 WORKFLOW_SUFFIXES = (".yaml", ".yml")
 _NAME_LINE = re.compile(r"^name\s*:", re.MULTILINE)
@@ -99,21 +100,39 @@ def load_directory(
     return loaded, list(dict.fromkeys(problems))
 
 
-def validate_source(source: str) -> list[Diagnostic]:
+def validate_source(source: str, served: Collection[str] = ()) -> list[Diagnostic]:
     """Return every problem of the workflow definition ``source`` (empty when it is valid).
 
     Files the text refers to (descriptor sets, TLS files) are not required to exist, and the
     gateway's environment is not read (``env.NAME`` is checked for its form only): the text may
     be checked away from the machine that will run it, and a caller must not learn which
-    variables this gateway has.
+    variables this gateway has. Its sub-workflows must be among ``served`` (the names this
+    gateway serves), and not the workflow itself.
     """
     from maestro_gateway.model.loader import load_string
 
     try:
-        load_string(source, env="skip")
+        workflow = load_string(source, env="skip")
     except DefinitionError as exc:
         return list(exc.diagnostics)
-    return []
+    problems = []
+    known = sorted(set(served))
+    for step in walk(workflow.steps):
+        if not isinstance(step, WorkflowStep):
+            continue
+        at = step.position
+        where = f"steps.{step.id}.workflow"
+        if step.workflow == workflow.name:
+            message = f"{where}: workflow '{step.workflow}' runs itself (a cycle)"
+        elif step.workflow not in served:
+            message = (
+                f"{where}: unknown workflow '{step.workflow}'{did_you_mean(step.workflow, known)}"
+                " (not served by this gateway)"
+            )
+        else:
+            continue
+        problems.append(Diagnostic(workflow.path, at.line, at.column, message))
+    return problems
 
 
 class WorkflowRegistry:
@@ -121,7 +140,8 @@ class WorkflowRegistry:
 
     Args:
         directory: where :meth:`load` and :meth:`reload` read files from (None: a fixed set).
-        workflows: an initial set (tests and embedding); loading replaces it.
+        workflows: an initial set (tests and embedding), its sub-workflows linked among
+            themselves; loading replaces it.
         loader: loads one file (default ``maestro_gateway.model.loader.load_file``).
     """
 
@@ -134,12 +154,21 @@ class WorkflowRegistry:
     ) -> None:
         self.directory = directory
         self._loader = loader
-        self._workflows: Mapping[str, Workflow] = MappingProxyType(dict(workflows or {}))
+        initial = dict(workflows or {})
+        if initial:
+            from maestro_gateway.model.bundle import link
+
+            link(initial)
+        self._workflows: Mapping[str, Workflow] = MappingProxyType(initial)
         self._graphs: dict[int, str] = {}
 
     def get(self, name: str) -> Workflow | None:
         """Return the workflow called ``name``, or None."""
         return self._workflows.get(name)
+
+    def names(self) -> frozenset[str]:
+        """The names of the workflows served now."""
+        return frozenset(self._workflows)
 
     def all(self) -> list[Workflow]:
         """Return every served workflow, sorted by name."""
