@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
+from pg_support import pg_cluster, pg_database
 
 from demo.harness import DemoServices, running_services
+
+__all__ = ["demo", "pg_cluster", "pg_database"]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -1,8 +1,9 @@
 """The journal contract (``maestro_gateway/journal/base.py``): one suite for every implementation.
 
 A test module runs it by subclassing :class:`JournalSuite` in a ``Test…`` class; the ``journal``
-fixture opens each implementation in turn (a future PostgreSQL journal adds a parameter, or a
-subclass overrides the fixture). Every test talks to the journal only through the protocol.
+fixture opens each implementation in turn: in memory, SQLite in a fresh file, PostgreSQL in a
+fresh database of the session's throwaway server (``pg_support.py``). Every test talks to the
+journal only through the protocol.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from maestro_gateway.journal import (
     Journal,
     MemoryJournal,
     OutcomeEntry,
+    PostgresJournal,
     SqliteJournal,
     StateEntry,
 )
@@ -85,16 +87,19 @@ def ids(records: Any) -> list[str]:
 class JournalSuite:
     """Behaviour every journal shares; MemoryJournal is the reference."""
 
-    @pytest.fixture(params=["memory", "sqlite"])
+    @pytest.fixture(params=["memory", "sqlite", "postgresql"])
     async def journal(
         self, request: pytest.FixtureRequest, tmp_path: Path
     ) -> AsyncIterator[Journal]:
-        """An opened journal of each kind (SQLite in a fresh file)."""
+        """An opened journal of each kind (SQLite in a fresh file, PostgreSQL in a fresh database)."""
         store: Journal
         if request.param == "memory":
             store = MemoryJournal()
-        else:
+        elif request.param == "sqlite":
             store = SqliteJournal(tmp_path / "journal.db")
+        else:
+            cluster = request.getfixturevalue("pg_cluster")
+            store = PostgresJournal(cluster.dsn(request.getfixturevalue("pg_database")))
         await store.open()
         yield store
         await store.close()
@@ -121,6 +126,17 @@ class JournalSuite:
         again = record("e-1", input={"order_id": "other"}, workflow="refund")
         assert await journal.create(again) == original
         assert await journal.get("e-1") == original
+
+    async def test_creates_racing_for_one_id_make_one_record(self, journal: Journal) -> None:
+        """Creates in one stretch: the first with an id commits it, the later ones get its record."""
+        first, second, third = (record("same", input={"n": n}) for n in range(3))
+        others = [record(f"e-{n}", started_at=float(n)) for n in range(4)]
+        results = await asyncio.wait_for(
+            asyncio.gather(*(journal.create(r) for r in [first, *others, second, third])), 10
+        )
+        assert results == [None, None, None, None, None, first, first]
+        for created in [first, *others]:
+            assert await journal.get(created.execution_id) == created
 
     async def test_values_round_trip(self, journal: Journal) -> None:
         """JSON-ready values come back equal: unicode, a lone surrogate, big integers, nesting."""

@@ -1,5 +1,7 @@
 """Journals: the shared contract suite over every implementation, then what only SQLite promises.
 
+(What only PostgreSQL promises is in ``test_journal_postgres.py``.)
+
 SQLite's promises are tested for real: a second process, SIGKILL, the file's mode, and a full
 disk through SQLite's own limit (``PRAGMA max_page_count``: commits fail with SQLITE_FULL).
 """
@@ -39,7 +41,7 @@ from maestro_gateway.journal.sqlite_schema import APPLICATION_ID, SCHEMA_VERSION
 
 
 class TestJournal(JournalSuite):
-    """The contract, for MemoryJournal and SqliteJournal alike."""
+    """The contract, for MemoryJournal, SqliteJournal and PostgresJournal alike."""
 
 
 @contextlib.asynccontextmanager
@@ -485,12 +487,6 @@ async def test_open_journal_names(tmp_path: Path) -> None:
         ("   ", "normal", "empty"),
         ("sqlite:", "normal", "names no file"),
         ("journal.db", "fast", "'normal' or 'full'"),
-        (
-            "postgresql://gw:hunter2@db/maestro",
-            "normal",
-            "PostgreSQL journals are not supported yet (they arrive with replicas, DESIGN §11)",
-        ),
-        ("postgres://db/maestro", "normal", "not supported yet"),
         ("mysql://gw:hunter2@db/maestro", "normal", "mysql:// is not supported"),
     ],
 )

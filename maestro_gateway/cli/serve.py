@@ -6,10 +6,12 @@ diagnostics and not served), then prints one ready line on stdout::
     maestro-gateway listening on 127.0.0.1:50051 (3 workflows)
 
 Executions are journaled (``--journal``, default ``maestro-journal.db`` in the working
-directory; ``none`` keeps them in memory): before the ready line, every unfinished execution of
-the journal is resumed. A journal that cannot be used (a directory, unwritable, corrupt, written
-by a newer version, held by another gateway) ends the command with status 1 and a message naming
-it, before anything listens.
+directory; ``none`` keeps them in memory; ``postgresql://…`` a database that replicas share):
+before the ready line, every unfinished execution of the journal is resumed. A journal that
+cannot be used (a directory, unwritable, corrupt, written by a newer version, held by another
+gateway; a database server that refuses the login, or that stays unreachable for
+``--journal-connect-timeout``) ends the command with status 1 and a message naming it (never its
+password), before anything listens.
 
 SIGTERM (or SIGINT) drains gracefully and exits 0; SIGHUP reloads the directory all or nothing.
 Logs go to stderr, one ``key=value`` line per event. Every line, of every logger and level, is
@@ -40,6 +42,7 @@ from maestro_gateway.model.durations import DurationError, parse_duration
 
 RUNTIME_ERROR = 1
 DEFAULT_JOURNAL = "maestro-journal.db"
+DEFAULT_CONNECT_TIMEOUT = 30.0
 DEFAULT_RETENTION = 168 * 3600.0
 LOG_FORMAT = "time=%(asctime)s level=%(levelname)s %(message)s"
 
@@ -84,7 +87,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_JOURNAL,
         metavar="URL",
         help="where executions are recorded: a file path or sqlite:PATH (default "
-        f"{DEFAULT_JOURNAL}), or none (in memory: nothing survives the process)",
+        f"{DEFAULT_JOURNAL}), postgresql://USER@HOST:PORT/DB (shared by replicas; the password "
+        "from the URL or PGPASSWORD), or none (in memory: nothing survives the process)",
+    )
+    parser.add_argument(
+        "--journal-connect-timeout",
+        default=DEFAULT_CONNECT_TIMEOUT,
+        type=_duration,
+        metavar="DURATION",
+        help="how long to retry a PostgreSQL journal that cannot be reached at start (default "
+        "30s); then the command exits with status 1",
     )
     parser.add_argument(
         "--journal-sync",
@@ -176,7 +188,9 @@ async def _serve(args: argparse.Namespace) -> int:
     apply_yaml_limits(args)  # before anything is loaded: recovery and reloads read them too
     tls = TLSFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
     try:
-        journal = open_journal(args.journal, sync=args.journal_sync)
+        journal = open_journal(
+            args.journal, sync=args.journal_sync, connect_timeout=args.journal_connect_timeout
+        )
         await journal.open()
     except JournalError as exc:
         print(f"maestro serve: --journal: {exc}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """The journal interface: the durable record of executions (DESIGN §2, §10).
 
 The engine writes through :class:`Journal` and never sees SQL. Every implementation
-(``MemoryJournal``, ``SqliteJournal``, later PostgreSQL) passes one shared test suite
+(``MemoryJournal``, ``SqliteJournal``, ``PostgresJournal``) passes one shared test suite
 (``tests/journal_suite.py``).
 
 Writing is write-ahead and ordered::

@@ -1,4 +1,4 @@
-"""Which journal ``--journal`` names: ``none``, ``sqlite:PATH`` or a path, later PostgreSQL."""
+"""Which journal ``--journal`` names: ``none``, ``sqlite:PATH`` or a path, or ``postgresql://…``."""
 
 from __future__ import annotations
 
@@ -12,13 +12,20 @@ from maestro_gateway.journal.sqlite import SqliteJournal
 _URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
-def open_journal(spec: str, *, sync: str = "normal") -> Journal:
+DEFAULT_CONNECT_TIMEOUT = 30.0
+
+
+def open_journal(
+    spec: str, *, sync: str = "normal", connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+) -> Journal:
     """The journal ``spec`` names, not opened yet (the caller awaits its ``open()``).
 
     Args:
-        spec: ``none`` (in memory), ``sqlite:PATH`` or a plain file path; ``postgresql://…``
-            is recognised and refused until replicas arrive.
-        sync: ``normal`` or ``full`` (SQLite: an fsync per commit).
+        spec: ``none`` (in memory), ``sqlite:PATH`` or a plain file path, or a PostgreSQL URL
+            (``postgresql://`` or ``postgres://``, libpq's form; DESIGN §11).
+        sync: ``normal`` or ``full`` (SQLite: an fsync per commit; PostgreSQL commits as the
+            server's ``synchronous_commit`` says).
+        connect_timeout: how long opening a PostgreSQL journal retries an unreachable server.
 
     Raises:
         JournalError: the spec is empty, names an unsupported store, or ``sync`` is unknown.
@@ -32,9 +39,9 @@ def open_journal(spec: str, *, sync: str = "normal") -> Journal:
         return MemoryJournal()
     scheme = _URL_SCHEME.match(text)
     if scheme is not None and scheme.group(1).lower() in ("postgresql", "postgres"):
-        raise JournalError(
-            "PostgreSQL journals are not supported yet (they arrive with replicas, DESIGN §11)"
-        )
+        from maestro_gateway.journal.postgres import PostgresJournal
+
+        return PostgresJournal(text, connect_timeout=connect_timeout)
     mode: Literal["normal", "full"] = "full" if sync == "full" else "normal"
     if text.lower().startswith("sqlite:"):
         path = text[len("sqlite:") :]

@@ -46,12 +46,10 @@ from maestro_gateway.journal.base import (
     EventEntry,
     ExecutionFilter,
     ExecutionRecord,
-    IntentEntry,
     JournalError,
-    OutcomeEntry,
     Page,
-    StateEntry,
 )
+from maestro_gateway.journal.batch import Batch
 from maestro_gateway.journal.paging import decode_token, encode_token
 from maestro_gateway.journal.sqlite_schema import (
     APPLICATION_ID,
@@ -65,16 +63,12 @@ from maestro_gateway.journal.sqlite_schema import (
     UPDATE_OUTCOME,
     UPDATE_STATE,
     UPSERT_INTENT,
-    event_params,
-    intent_params,
     last_sequence,
     loads_or_none,
     migrate,
-    outcome_params,
     record_from_row,
     record_params,
     select_record,
-    state_params,
 )
 
 if TYPE_CHECKING:
@@ -97,28 +91,6 @@ LAZY_COMMIT = 0.002
 """Seconds entries that nobody awaits may wait for company before they are committed."""
 _FIRST_RETRY = 0.05
 _LAST_RETRY = 1.0
-
-
-class _Batch:
-    """What the event loop submitted between two hand-offs, already as SQL parameters."""
-
-    __slots__ = ("attempt_runs", "events", "last_sequence", "rows", "states", "thens")
-
-    def __init__(self) -> None:
-        self.events: list[tuple[Any, ...]] = []
-        self.states: list[tuple[Any, ...]] = []
-        # Intents and outcomes of one attempt must apply in order: runs of (is_intent, rows).
-        self.attempt_runs: list[tuple[bool, list[tuple[Any, ...]]]] = []
-        self.last_sequence: dict[str, int] = {}
-        self.thens: list[Callable[[], None] | asyncio.Future[None]] = []
-        self.rows = 0
-
-    def add_attempt(self, is_intent: bool, params: tuple[Any, ...]) -> None:
-        runs = self.attempt_runs
-        if runs and runs[-1][0] is is_intent:
-            runs[-1][1].append(params)
-        else:
-            runs.append((is_intent, [params]))
 
 
 @dataclass(slots=True)
@@ -172,14 +144,14 @@ class SqliteJournal:
         self._wall: Callable[[], float] = clock.wall if clock is not None else time.time
         self._close_timeout = close_timeout
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending: _Batch | None = None
+        self._pending: Batch | None = None
         self._handoff_scheduled = False
         self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         self._writable = True
         self._closed = False
         # Shared with the writer thread, under _cond.
         self._cond = threading.Condition()
-        self._queue: list[_Batch | _Op] = []
+        self._queue: list[Batch | _Op] = []
         self._controls: list[_Op] = []
         self._stopping = False
         self._abandon = False
@@ -222,7 +194,7 @@ class SqliteJournal:
         loop = asyncio.get_running_loop()
         conn = await asyncio.to_thread(self._open_store)
         self._loop = loop
-        self._pending = _Batch()
+        self._pending = Batch()
         self._writer_done = loop.create_future()
         threading.Thread(
             target=self._write_loop, args=(conn,), name="maestro-journal-writer", daemon=True
@@ -370,30 +342,7 @@ class SqliteJournal:
             TypeError: a value in an entry is not JSON-ready.
         """
         batch = self._batch()
-        # Encoded before anything is queued: an entry that is not JSON-ready queues none of them.
-        events: list[tuple[Any, ...]] = []
-        attempts: list[tuple[bool, tuple[Any, ...]]] = []
-        states: list[tuple[Any, ...]] = []
-        for entry in entries:
-            match entry:
-                case EventEntry():
-                    events.append(event_params(entry))
-                case IntentEntry():
-                    attempts.append((True, intent_params(entry)))
-                case OutcomeEntry():
-                    attempts.append((False, outcome_params(entry)))
-                case StateEntry():
-                    states.append(state_params(entry))
-        if events:
-            batch.events.extend(events)
-            last = batch.last_sequence
-            for execution_id, sequence, *_ in events:
-                if last.get(execution_id, 0) < sequence:
-                    last[execution_id] = sequence
-        for is_intent, params in attempts:
-            batch.add_attempt(is_intent, params)
-        batch.states.extend(states)
-        batch.rows += len(entries)
+        batch.add(entries)
         if then is not None:
             batch.thens.append(then)
             self._schedule_handoff()
@@ -488,7 +437,7 @@ class SqliteJournal:
             self._cond.notify()
         return await done
 
-    def _batch(self) -> _Batch:
+    def _batch(self) -> Batch:
         batch = self._pending
         if batch is None:
             raise JournalError(
@@ -526,7 +475,7 @@ class SqliteJournal:
         batch = self._pending
         if batch is None or not (batch.rows or batch.thens):
             return
-        self._pending = _Batch()
+        self._pending = Batch()
         with self._cond:
             self._queue.append(batch)
             self._cond.notify()
@@ -543,7 +492,7 @@ class SqliteJournal:
     # -- the writer thread -----------------------------------------------------------------
 
     def _write_loop(self, conn: sqlite3.Connection) -> None:
-        leftover: list[_Batch | _Op] = []
+        leftover: list[Batch | _Op] = []
         try:
             while True:
                 with self._cond:
@@ -580,7 +529,7 @@ class SqliteJournal:
                 result = _Failure(exc)
             self._call_loop(self._resolve, control.future, result)
 
-    def _commit(self, conn: sqlite3.Connection, group: list[_Batch | _Op]) -> bool:
+    def _commit(self, conn: sqlite3.Connection, group: list[Batch | _Op]) -> bool:
         """Commit ``group``, retrying until it is durable; False when told to give up."""
         delay = _FIRST_RETRY
         while True:
@@ -622,16 +571,16 @@ class SqliteJournal:
             return True
 
     def _transaction(
-        self, conn: sqlite3.Connection, group: list[_Batch | _Op]
+        self, conn: sqlite3.Connection, group: list[Batch | _Op]
     ) -> tuple[list[Any], dict[str, int]]:
         results: list[Any] = []
         committed: dict[str, int] = {}
-        if all(isinstance(item, _Batch) and not item.rows for item in group):
+        if all(isinstance(item, Batch) and not item.rows for item in group):
             return results, committed
         conn.execute("BEGIN IMMEDIATE")
-        batches: list[_Batch] = []
+        batches: list[Batch] = []
         for item in group:
-            if isinstance(item, _Batch):
+            if isinstance(item, Batch):
                 batches.append(item)
                 continue
             # An operation sees everything submitted before it.
@@ -649,7 +598,7 @@ class SqliteJournal:
 
     @staticmethod
     def _write_batches(
-        conn: sqlite3.Connection, batches: list[_Batch], committed: dict[str, int]
+        conn: sqlite3.Connection, batches: list[Batch], committed: dict[str, int]
     ) -> None:
         if not batches:
             return
@@ -681,7 +630,7 @@ class SqliteJournal:
     # -- back on the event loop ------------------------------------------------------------
 
     def _committed(
-        self, group: list[_Batch | _Op], results: list[Any], committed: dict[str, int]
+        self, group: list[Batch | _Op], results: list[Any], committed: dict[str, int]
     ) -> None:
         outcomes = iter(results)
         for item in group:
@@ -714,7 +663,7 @@ class SqliteJournal:
         else:
             future.set_result(result)
 
-    def _writer_exited(self, leftover: list[_Batch | _Op]) -> None:
+    def _writer_exited(self, leftover: list[Batch | _Op]) -> None:
         gone = JournalError(f"journal {self._name} closed before this was committed")
         self._uncommitted = sum(1 if isinstance(i, _Op) else i.rows for i in leftover)
         for item in leftover:
@@ -857,7 +806,7 @@ class SqliteJournal:
                 self._waiters.pop(execution_id, None)
 
 
-def _holds_event(group: list[_Batch | _Op], sequence: int) -> bool:
+def _holds_event(group: list[Batch | _Op], sequence: int) -> bool:
     return any(
-        row[1] == sequence for item in group if isinstance(item, _Batch) for row in item.events
+        row[1] == sequence for item in group if isinstance(item, Batch) for row in item.events
     )
