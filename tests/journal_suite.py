@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +30,7 @@ from maestro_gateway.journal import (
     MemoryJournal,
     OutcomeEntry,
     PostgresJournal,
+    SignalRecord,
     SqliteJournal,
     StateEntry,
 )
@@ -82,6 +84,36 @@ async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
 def ids(records: Any) -> list[str]:
     """The execution ids of records, in order."""
     return [r.execution_id for r in records]
+
+
+def received(
+    signal_id: str, *, name: str = "order.paid", time: float = 1000.0, **changes: Any
+) -> SignalRecord:
+    """A plausible received signal; ``changes`` override any field."""
+    fields: dict[str, Any] = {
+        "signal_id": signal_id,
+        "name": name,
+        "params": {"order_id": signal_id, "amount": 12.5, "lines": [{"sku": "A-1"}]},
+        "time": time,
+    }
+    fields.update(changes)
+    return SignalRecord(**fields)
+
+
+def signal_ids(signals: Any) -> list[str]:
+    """The signal ids of signal records, in order."""
+    return [s.signal_id for s in signals]
+
+
+async def add_all(journal: Journal, *signals: SignalRecord) -> list[SignalRecord]:
+    """Add ``signals`` one after the other (each new); the stored records, in order."""
+    added: list[SignalRecord] = []
+    for new in signals:
+        assert await journal.add_signal(new) is None, new.signal_id
+        found = await journal.get_signal(new.signal_id)
+        assert found is not None
+        added.append(found)
+    return added
 
 
 class JournalSuite:
@@ -469,3 +501,313 @@ class JournalSuite:
         assert await journal.create(record("old")) is None  # the id is free again
         assert await journal.events("old") == []
         assert await journal.attempts("old") == []
+
+    # -- signals ---------------------------------------------------------------------------
+
+    async def test_add_signal_commits_the_whole_signal(self, journal: Journal) -> None:
+        """An added signal reads back field for field, under a sequence the journal assigned."""
+        original = received(
+            "s-1",
+            producer_execution="e-1",
+            producer_step="announce",
+            triggered=("checkout:s-1",),
+            not_matched=("refund",),
+        )
+        assert await journal.add_signal(original) is None
+        found = await journal.get_signal("s-1")
+        assert found is not None
+        assert found.sequence > 0
+        assert found == SignalRecord(**{**_fields(original), "sequence": found.sequence})
+        assert type(found.params) is dict
+        assert await journal.get_signal("s-unknown") is None
+
+    async def test_sequences_increase_in_the_order_signals_are_received(
+        self, journal: Journal
+    ) -> None:
+        """Each signal gets a sequence above every earlier one's, whatever its time says."""
+        added = await add_all(journal, *(received(f"s-{n}", time=1000.0 - n) for n in range(5)))
+        sequences = [s.sequence for s in added]
+        assert sequences == sorted(sequences)
+        assert len(set(sequences)) == 5
+
+    async def test_add_signal_is_insert_if_absent(self, journal: Journal) -> None:
+        """A second add of an id writes nothing and returns the stored signal."""
+        (original,) = await add_all(journal, received("s-1"))
+        again = received("s-1", name="order.refunded", params={"other": True}, time=5000.0)
+        assert await journal.add_signal(again) == original
+        assert await journal.get_signal("s-1") == original
+        (later,) = await add_all(journal, received("s-2"))
+        assert later.sequence > original.sequence
+
+    async def test_concurrent_adds_of_one_id_make_one_signal(self, journal: Journal) -> None:
+        """Adds racing for one id: exactly one returns None, the others its stored signal."""
+        racing = [received("same", params={"n": n}) for n in range(6)]
+        others = [received(f"s-{n}") for n in range(3)]
+        results = await asyncio.wait_for(
+            asyncio.gather(*(journal.add_signal(s) for s in [*racing[:3], *others, *racing[3:]])),
+            10,
+        )
+        same = results[:3] + results[6:]
+        assert results[3:6] == [None, None, None]
+        assert same.count(None) == 1
+        stored = await journal.get_signal("same")
+        assert stored is not None
+        winner = racing[same.index(None)]
+        assert stored.params == winner.params
+        assert all(result == stored for result in same if result is not None)
+
+    async def test_params_come_back_as_equal_dicts(self, journal: Journal) -> None:
+        """Params round-trip as fresh dicts: unicode, a lone surrogate, big integers, nesting."""
+        params = {
+            "text": "grüße 🚚 \ud800",
+            "big": 2**62 + 1,
+            "float": 0.1,
+            "nested": {"list": [1, None, True, {"k": []}]},
+        }
+        await journal.add_signal(received("s-1", params=params))
+        found = await journal.get_signal("s-1")
+        assert found is not None
+        assert found.params == params
+        assert type(found.params) is dict
+        found.params["text"] = "changed"  # type: ignore[index]
+        again = await journal.get_signal("s-1")
+        assert again is not None
+        assert again.params == params
+
+    async def test_params_beyond_json_are_stored_as_grpc_sends_them(self, journal: Journal) -> None:
+        """Bytes, timestamps and durations in params (an ``emit`` may render them) are stored."""
+        moment = datetime.datetime(2026, 12, 1, 12, 30, tzinfo=datetime.UTC)
+        params = {"raw": b"\x00\xff", "at": moment, "wait": datetime.timedelta(seconds=1.5)}
+        assert await journal.add_signal(received("s-1", params=params)) is None
+        found = await journal.get_signal("s-1")
+        assert found is not None
+        assert found.params == {"raw": "AP8=", "at": "2026-12-01T12:30:00Z", "wait": "1.5s"}
+
+    async def test_params_that_cannot_be_stored_are_refused(self, journal: Journal) -> None:
+        """A value no JSON form exists for is TypeError, and nothing is added."""
+        with pytest.raises(TypeError):
+            await journal.add_signal(received("s-1", params={"what": object()}))
+        assert await journal.get_signal("s-1") is None
+        assert await journal.add_signal(received("s-1")) is None
+
+    async def test_add_signal_follows_the_entries_submitted_before_it(
+        self, journal: Journal
+    ) -> None:
+        """Entries submitted before an add are durable once it returns (it commits after them)."""
+        await journal.create(record("e-1"))
+        journal.submit([event("e-1", 1), event("e-1", 2)])  # no ``then``: they would wait
+        await journal.add_signal(received("s-1", producer_execution="e-1"))
+        assert [e.sequence for e in await journal.events("e-1")] == [1, 2]
+
+    async def test_list_signals_filters_newest_first(self, journal: Journal) -> None:
+        """``name`` and/or ``producer_execution``; "" matches any; newest first by sequence."""
+        await add_all(
+            journal,
+            received("paid-ext", name="order.paid"),
+            received("paid-e1", name="order.paid", producer_execution="e-1", producer_step="a"),
+            received("ship-e1", name="order.shipped", producer_execution="e-1", producer_step="b"),
+            received("paid-e2", name="order.paid", producer_execution="e-2", producer_step="a"),
+            received("ship-ext", name="order.shipped", time=1.0),
+        )
+
+        async def listed(**where: str) -> list[str]:
+            page = await journal.list_signals(**where)
+            assert page.next_token == ""
+            return signal_ids(page.signals)
+
+        assert await listed() == ["ship-ext", "paid-e2", "ship-e1", "paid-e1", "paid-ext"]
+        assert await listed(name="order.paid") == ["paid-e2", "paid-e1", "paid-ext"]
+        assert await listed(producer_execution="e-1") == ["ship-e1", "paid-e1"]
+        assert await listed(name="order.paid", producer_execution="e-1") == ["paid-e1"]
+        assert await listed(name="order.cancelled") == []
+        assert await listed(producer_execution="e-3") == []
+        page = await journal.list_signals(name="order.shipped")
+        assert page.signals[0] == await journal.get_signal("ship-ext")
+
+    async def test_list_signals_pages_without_duplicates_or_gaps(self, journal: Journal) -> None:
+        """Pages of any size cover the listing once; a signal added meanwhile shifts nothing."""
+        await add_all(journal, *(received(f"s{n:02}", name="ab"[n % 2]) for n in range(17)))
+        expected = [f"s{n:02}" for n in reversed(range(17))]
+
+        async def walk(size: int, **where: str) -> tuple[list[str], int]:
+            seen: list[str] = []
+            pages, token = 0, ""
+            while True:
+                page = await journal.list_signals(page_size=size, page_token=token, **where)
+                pages += 1
+                assert len(page.signals) <= size
+                seen += signal_ids(page.signals)
+                token = page.next_token
+                if not token:
+                    return seen, pages
+
+        for size in (1, 4, 16, 17, 50):
+            seen, pages = await walk(size)
+            assert seen == expected
+            assert pages == max(1, -(-17 // size))
+        assert (await walk(3, name="a"))[0] == [i for i in expected if int(i[1:]) % 2 == 0]
+        first = await journal.list_signals(page_size=2)
+        assert signal_ids(first.signals) == ["s16", "s15"]
+        await add_all(journal, received("newer"))
+        rest = await journal.list_signals(page_size=3, page_token=first.next_token)
+        assert signal_ids(rest.signals) == ["s14", "s13", "s12"]
+        with pytest.raises(ValueError, match="page_size"):
+            await journal.list_signals(page_size=0)
+
+    @pytest.mark.parametrize(
+        "token",
+        [
+            "garbage!",
+            "bm90LWEtdG9rZW4",  # "not-a-token"
+            base64.urlsafe_b64encode(b"s1:1.5").decode().rstrip("="),
+            base64.urlsafe_b64encode(b"s1:true").decode().rstrip("="),
+            base64.urlsafe_b64encode(b"s1:-1").decode().rstrip("="),
+            base64.urlsafe_b64encode(b's1:"3"').decode().rstrip("="),
+            base64.urlsafe_b64encode(b"s1:99999999999999999999").decode().rstrip("="),
+            base64.urlsafe_b64encode(b"s2:3").decode().rstrip("="),
+            base64.urlsafe_b64encode(b'm1:[1.5,"x"]').decode().rstrip("="),
+            base64.urlsafe_b64encode(b"s1:3; DROP TABLE signals").decode(),
+        ],
+    )
+    async def test_list_signals_refuses_a_forged_token(self, journal: Journal, token: str) -> None:
+        """A page token this journal did not produce for signals is BadPageToken."""
+        await add_all(journal, received("s-1"))
+        with pytest.raises(BadPageToken):
+            await journal.list_signals(page_token=token)
+
+    async def test_tokens_of_one_listing_are_refused_by_the_other(self, journal: Journal) -> None:
+        """An executions token is no signals token, and the other way round."""
+        for n in range(3):
+            await journal.create(record(f"e-{n}", started_at=float(n)))
+        await add_all(journal, *(received(f"s-{n}") for n in range(3)))
+        executions = await journal.list_executions(ExecutionFilter(), 1)
+        signals = await journal.list_signals(page_size=1)
+        assert executions.next_token
+        assert signals.next_token
+        with pytest.raises(BadPageToken):
+            await journal.list_signals(page_token=executions.next_token)
+        with pytest.raises(BadPageToken):
+            await journal.list_executions(ExecutionFilter(), 1, signals.next_token)
+
+    async def test_signals_since_by_name_time_and_sequence(self, journal: Journal) -> None:
+        """Signals of one name at ``since`` or later and above ``after``, oldest first."""
+        added = await add_all(
+            journal,
+            received("early", time=100.0),
+            received("at", time=200.0),
+            received("other-name", name="order.shipped", time=300.0),
+            received("late", time=400.0),
+            received("late-but-clock-behind", time=150.0),
+            received("later", time=500.0),
+        )
+        by_id = {s.signal_id: s for s in added}
+        assert signal_ids(await journal.signals_since("order.paid", 200.0)) == [
+            "at",
+            "late",
+            "later",
+        ]
+        assert await journal.signals_since("order.paid", 200.0) == [
+            by_id["at"],
+            by_id["late"],
+            by_id["later"],
+        ]
+        after = by_id["late"].sequence
+        assert signal_ids(await journal.signals_since("order.paid", 0.0, after)) == [
+            "late-but-clock-behind",
+            "later",
+        ]
+        assert signal_ids(await journal.signals_since("order.shipped", 0.0)) == ["other-name"]
+        assert await journal.signals_since("order.paid", 501.0) == []
+        assert await journal.signals_since("order.paid", 0.0, by_id["later"].sequence) == []
+
+    async def test_note_signal_grows_the_lineage_once_per_id(self, journal: Journal) -> None:
+        """Notes append ids not listed yet, in order; ``dispatched`` once set stays set."""
+        await add_all(journal, received("s-1"), received("s-2"))
+        await journal.note_signal("s-1", triggered=["checkout:s-1"], not_matched=["refund"])
+        noted = await journal.get_signal("s-1")
+        assert noted is not None
+        assert (noted.triggered, noted.woke, noted.not_matched) == (
+            ("checkout:s-1",),
+            (),
+            ("refund",),
+        )
+        assert not noted.dispatched
+        await journal.note_signal(
+            "s-1",
+            triggered=["billing:o-7", "checkout:s-1", "billing:o-7", "audit:s-1"],
+            woke=["e-9", "e-3", "e-9"],
+            not_matched=["refund"],
+            dispatched=True,
+        )
+        await journal.note_signal("s-1", woke=["e-3", "e-1"])  # not dispatched: it stays so
+        final = await journal.get_signal("s-1")
+        assert final is not None
+        assert final.triggered == ("checkout:s-1", "billing:o-7", "audit:s-1")
+        assert final.woke == ("e-9", "e-3", "e-1")
+        assert final.not_matched == ("refund",)
+        assert final.dispatched
+        assert (final.params, final.sequence) == (noted.params, noted.sequence)
+        untouched = await journal.get_signal("s-2")
+        assert untouched is not None
+        assert (untouched.triggered, untouched.woke, untouched.dispatched) == ((), (), False)
+        await journal.note_signal("s-unknown", triggered=["x"], dispatched=True)
+        assert await journal.get_signal("s-unknown") is None
+
+    async def test_an_added_signal_keeps_its_lineage_without_duplicates(
+        self, journal: Journal
+    ) -> None:
+        """The lineage an added signal already holds is kept, each id once, in order."""
+        await journal.add_signal(
+            received("s-1", triggered=("a", "b", "a"), woke=("w", "w"), dispatched=True)
+        )
+        found = await journal.get_signal("s-1")
+        assert found is not None
+        assert (found.triggered, found.woke, found.not_matched, found.dispatched) == (
+            ("a", "b"),
+            ("w",),
+            (),
+            True,
+        )
+
+    async def test_undispatched_signals_oldest_first(self, journal: Journal) -> None:
+        """The signals not marked dispatched, in the order they were received."""
+        await add_all(
+            journal,
+            received("s-1", time=300.0),
+            received("s-2", time=200.0, dispatched=True),
+            received("s-3", time=100.0),
+            received("s-4", time=50.0),
+        )
+        assert signal_ids(await journal.undispatched_signals()) == ["s-1", "s-3", "s-4"]
+        await journal.note_signal("s-3", triggered=["checkout:s-3"], dispatched=True)
+        await journal.note_signal("s-1", triggered=["checkout:s-1"])
+        pending = await journal.undispatched_signals()
+        assert signal_ids(pending) == ["s-1", "s-4"]
+        assert pending[0] == await journal.get_signal("s-1")
+
+    async def test_delete_finished_removes_old_signals(self, journal: Journal) -> None:
+        """Retention deletes signals received before the cutoff and counts executions only."""
+        await journal.create(record("done"))
+        journal.submit([finish("done", at=150.0)])
+        await journal.flush()
+        old, _, _ = await add_all(
+            journal,
+            received("old", time=100.0),
+            received("at-cutoff", time=200.0),
+            received("newer", time=300.0, producer_execution="done"),
+        )
+        assert await journal.delete_finished(200.0) == 1
+        assert await journal.get_signal("old") is None
+        assert signal_ids((await journal.list_signals()).signals) == ["newer", "at-cutoff"]
+        assert signal_ids(await journal.undispatched_signals()) == ["at-cutoff", "newer"]
+        assert await journal.delete_finished(1e12) == 0
+        assert (await journal.list_signals()).signals == ()
+        # A duplicate of an expired signal is a new signal, under a sequence never used before.
+        (again,) = await add_all(journal, received("old", time=1e12))
+        assert again.sequence > old.sequence
+        assert again.time == 1e12
+
+
+def _fields(value: Any) -> dict[str, Any]:
+    """The fields of a slotted dataclass instance, by name."""
+    return {name: getattr(value, name) for name in value.__slots__}

@@ -165,3 +165,12 @@ steps:
     assert '    d7 -->|"no"| s9' in lines
     assert '    s9[/"stop<br/>fail: ABORTED"\\]' in lines
     assert lines[-1] == '    finish(["end"])'  # nothing follows a fail step
+
+
+def test_triggers_are_drawn_as_signals_into_the_start() -> None:
+    """Each trigger is a signal node with a dashed edge into the start, its `when` on the edge."""
+    path = Path(__file__).parent / "fixtures" / "workflows" / "triggers.pass.yaml"
+    text = to_mermaid(load_file(str(path)))
+    assert '    trigger1>"signal order.paid"]' in text
+    assert "    trigger1 -.->|signal.params.amount #gt; 0| start" in text
+    assert "    trigger2 -.-> start" in text

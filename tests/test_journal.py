@@ -27,17 +27,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from journal_suite import JournalSuite, event, finish, record, until
+from journal_suite import JournalSuite, event, finish, received, record, until
 
 from maestro_gateway.journal import (
+    ExecutionState,
     IntentEntry,
     JournalError,
     MemoryJournal,
     OutcomeEntry,
     SqliteJournal,
+    canonical_json,
     open_journal,
 )
-from maestro_gateway.journal.sqlite_schema import APPLICATION_ID, SCHEMA_VERSION
+from maestro_gateway.journal.sqlite_schema import (
+    APPLICATION_ID,
+    INSERT_DEFINITION,
+    INSERT_EXECUTION,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    record_params,
+)
 
 
 class TestJournal(JournalSuite):
@@ -206,7 +215,91 @@ async def test_sigkill_keeps_everything_flushed(tmp_path: Path) -> None:
     assert len(sequences) >= flushed
 
 
+async def test_signals_are_committed_on_return_as_canonical_json(tmp_path: Path) -> None:
+    """Once add_signal or note_signal returns, another connection reads it: params canonical."""
+    path = tmp_path / "journal.db"
+    params = {"b": [1, {"z": None, "a": "é"}], "a": 2.5}
+    async with opened(path) as journal:
+        assert await journal.add_signal(received("s-1", params=params)) is None
+        with contextlib.closing(sqlite3.connect(path)) as other:
+            row = other.execute(
+                "SELECT params, dispatched FROM signals WHERE signal_id = 's-1'"
+            ).fetchone()
+            assert row == (canonical_json(params), 0)
+            assert row[0] == '{"a":2.5,"b":[1,{"a":"é","z":null}]}'
+            await journal.note_signal("s-1", triggered=["checkout:s-1"], dispatched=True)
+            lineage = other.execute(
+                "SELECT triggered, woke, not_matched, dispatched FROM signals"
+            ).fetchall()
+            assert lineage == [('["checkout:s-1"]', "[]", "[]", 1)]
+
+
+async def test_signal_sequences_survive_reopen_and_are_never_reused(tmp_path: Path) -> None:
+    """Signals are there after a reopen; retention deleting them all does not reuse a sequence."""
+    path = tmp_path / "journal.db"
+    async with opened(path) as journal:
+        for n in range(3):
+            await journal.add_signal(received(f"s-{n}", time=100.0 + n))
+        await journal.note_signal("s-1", woke=["e-1"], dispatched=True)
+        before = (await journal.list_signals()).signals
+    async with opened(path) as journal:
+        assert (await journal.list_signals()).signals == before
+        assert await journal.delete_finished(1e12) == 0
+        assert (await journal.list_signals()).signals == ()
+    async with opened(path) as journal:
+        assert await journal.add_signal(received("s-new")) is None
+        found = await journal.get_signal("s-new")
+        assert found is not None
+        assert found.sequence > max(s.sequence for s in before)
+
+
 # -- the file ----------------------------------------------------------------------------
+
+
+def write_version_1(path: Path) -> None:
+    """A journal file exactly as schema version 1 left it, holding one finished execution."""
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("BEGIN")
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute("PRAGMA user_version = 1")
+        old = record("old", state=ExecutionState.SUCCEEDED, ended_at=3000.0, result={"ok": True})
+        conn.execute(INSERT_EXECUTION, record_params(old))
+        conn.execute(INSERT_DEFINITION, (old.source_hash, old.source))
+        conn.execute("COMMIT")
+
+
+async def test_a_version_1_journal_migrates_in_place(tmp_path: Path) -> None:
+    """A file of schema 1 (before signals) opens at the current schema, its executions kept."""
+    assert SCHEMA_VERSION == 2
+    path = tmp_path / "journal.db"
+    write_version_1(path)
+    async with opened(path) as journal:
+        old = await journal.get("old")
+        assert old is not None
+        assert (old.state.finished, old.result) == (True, {"ok": True})
+        assert await journal.add_signal(received("s-1")) is None
+        assert [s.signal_id for s in (await journal.list_signals()).signals] == ["s-1"]
+    with contextlib.closing(sqlite3.connect(path)) as other:
+        assert other.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        indexes = {
+            row[0]
+            for row in other.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'signals'"
+                " AND sql IS NOT NULL"
+            )
+        }
+        assert indexes == {
+            "signals_name",
+            "signals_producer",
+            "signals_time",
+            "signals_undispatched",
+        }
+    async with opened(path) as journal:  # reopened: nothing left to migrate
+        assert await journal.get_signal("s-1") is not None
+        assert await journal.get("old") == old
 
 
 @pytest.mark.parametrize(("sync", "level"), [("normal", 1), ("full", 2)])

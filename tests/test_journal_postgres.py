@@ -21,13 +21,21 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
-from journal_suite import event, finish, record, until
+from journal_suite import event, finish, received, record, until
 from pg_support import PASSWORD, PASSWORD_ROLE, Cluster, closed_port
 
-from maestro_gateway.journal import JournalError, PostgresJournal, open_journal
+from maestro_gateway.journal import JournalError, PostgresJournal, canonical_json, open_journal
 from maestro_gateway.journal.postgres import connect_delay, redact_dsn
-from maestro_gateway.journal.postgres_schema import SCHEMA_VERSION
+from maestro_gateway.journal.postgres_schema import (
+    CREATE_EXECUTIONS,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    SET_VERSION,
+)
+from maestro_gateway.journal.postgres_writes import columns
+from maestro_gateway.journal.sqlite_schema import record_params
 
 CHILD_TIMEOUT = 30.0
 
@@ -235,7 +243,162 @@ async def test_two_processes_share_one_database(dsn: str) -> None:
         assert not set(mine) & set(theirs)
 
 
+# -- signals across replicas -------------------------------------------------------------
+
+
+async def test_two_journals_add_each_signal_once(dsn: str) -> None:
+    """Adds of one id racing on two journals: one None per id; a note is seen by the other."""
+    async with opened(dsn) as first, opened(dsn) as second:
+        journals = (first, second, first, second)
+        for round_ in range(4):
+            signal_ids = [f"r{round_}-{n}" for n in range(8)]
+            results = await asyncio.wait_for(
+                asyncio.gather(
+                    *(
+                        journal.add_signal(received(signal_id, params={"by": k}))
+                        for signal_id in signal_ids
+                        for k, journal in enumerate(journals)
+                    )
+                ),
+                30,
+            )
+            for n, signal_id in enumerate(signal_ids):
+                adds = results[4 * n : 4 * n + 4]
+                assert adds.count(None) == 1, (signal_id, adds)
+                stored = await second.get_signal(signal_id)
+                assert stored is not None
+                assert stored.params == {"by": adds.index(None)}
+                assert all(result == stored for result in adds if result is not None)
+        await first.note_signal("r0-0", triggered=["checkout:r0-0"], dispatched=True)
+        seen = await second.get_signal("r0-0")
+        assert seen is not None
+        assert (seen.triggered, seen.dispatched) == (("checkout:r0-0",), True)
+        await asyncio.gather(
+            first.note_signal("r0-0", woke=["e-1", "e-2"]),
+            second.note_signal("r0-0", woke=["e-2", "e-3"]),
+        )
+        both = await first.get_signal("r0-0")
+        assert both is not None
+        assert sorted(both.woke) == ["e-1", "e-2", "e-3"]  # neither note lost the other's
+
+
+async def test_a_signal_cursor_misses_nothing_across_replicas(dsn: str) -> None:
+    """Two replicas adding at once: a reader following ``signals_since(after=…)`` sees all."""
+    async with opened(dsn) as first, opened(dsn) as second, opened(dsn) as reader:
+        produced = asyncio.Event()
+        seen: list[str] = []
+
+        async def produce(journal: PostgresJournal, prefix: str) -> None:
+            for n in range(60):
+                assert await journal.add_signal(received(f"{prefix}-{n}")) is None
+
+        async def follow() -> None:
+            after = 0
+            while True:
+                last_round = produced.is_set()
+                found = await reader.signals_since("order.paid", 0.0, after)
+                seen.extend(s.signal_id for s in found)
+                if found:
+                    after = found[-1].sequence
+                elif last_round:
+                    return
+
+        follower = asyncio.create_task(follow())
+        await asyncio.wait_for(asyncio.gather(produce(first, "a"), produce(second, "b")), 60)
+        produced.set()
+        await asyncio.wait_for(follower, 30)
+    expected = [f"{prefix}-{n}" for prefix in "ab" for n in range(60)]
+    assert sorted(seen) == sorted(expected)
+
+
+async def test_signals_are_committed_on_return_as_canonical_json(
+    dsn: str, pg_cluster: Cluster
+) -> None:
+    """Once add_signal returns the row is in the database, its params canonical JSON."""
+    database = dsn.rsplit("/", 1)[1]
+    params = {"b": [1, {"z": None, "a": "é"}], "a": 2.5}
+    async with opened(dsn) as journal:
+        assert await journal.add_signal(received("s-1", params=params, time=7)) is None
+        stored = pg_cluster.execute(
+            "SELECT params FROM maestro_signals WHERE signal_id = 's-1'", database
+        )
+        assert stored.strip() == canonical_json(params)
+        found = await journal.get_signal("s-1")
+        assert found is not None
+        assert found.time == 7.0
+
+
+async def test_a_refused_signal_waits_and_is_added_once(
+    pg_cluster: Cluster, pg_database: str
+) -> None:
+    """An add the server refuses for a while (privilege revoked) waits, then commits once."""
+    dsn = pg_cluster.dsn(pg_database, user=PASSWORD_ROLE, password=PASSWORD)
+    async with opened(dsn) as journal:
+        assert await journal.add_signal(received("s-0")) is None
+        pg_cluster.execute(f"REVOKE INSERT ON maestro_signals FROM {PASSWORD_ROLE}", pg_database)
+        adding = asyncio.create_task(journal.add_signal(received("s-1")))
+        await until(lambda: not journal.writable)
+        await asyncio.sleep(0.2)  # a few retries
+        assert not adding.done()
+        assert await journal.get_signal("s-1") is None
+        pg_cluster.execute(f"GRANT INSERT ON maestro_signals TO {PASSWORD_ROLE}", pg_database)
+        assert await asyncio.wait_for(adding, 10) is None
+        assert journal.writable
+        assert [s.signal_id for s in (await journal.list_signals()).signals] == ["s-1", "s-0"]
+
+
 # -- schema ------------------------------------------------------------------------------
+
+
+async def write_version_1(dsn: str) -> None:
+    """The tables exactly as schema version 1 left them, holding one execution."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            for statement in MIGRATIONS[0]:
+                await conn.execute(statement)
+            await conn.execute(SET_VERSION, 1)
+            old = record("old")
+            await conn.execute(CREATE_EXECUTIONS, *columns([record_params(old)], 17))
+            await conn.execute(
+                "INSERT INTO maestro_definitions (source_hash, source) VALUES ($1, $2)",
+                old.source_hash,
+                old.source,
+            )
+    finally:
+        await conn.close()
+
+
+async def test_a_version_1_database_migrates_in_place(dsn: str, pg_cluster: Cluster) -> None:
+    """Tables of schema 1 (before signals), two replicas opening at once: migrated once, kept."""
+    assert SCHEMA_VERSION == 2
+    await write_version_1(dsn)
+    journals = [PostgresJournal(dsn) for _ in range(2)]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(j.open() for j in journals)), 30)
+        assert await journals[0].get("old") == record("old")
+        assert await journals[0].add_signal(received("s-1")) is None
+        assert await journals[1].get_signal("s-1") is not None
+    finally:
+        for journal in journals:
+            await journal.close()
+    database = dsn.rsplit("/", 1)[1]
+    assert pg_cluster.execute("SELECT schema_version FROM maestro_journal", database).strip() == (
+        str(SCHEMA_VERSION)
+    )
+    indexes = pg_cluster.execute(
+        "SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes"
+        " WHERE tablename = 'maestro_signals'",
+        database,
+    )
+    assert indexes.strip().split(",") == [
+        "maestro_signals_name",
+        "maestro_signals_pkey",
+        "maestro_signals_producer",
+        "maestro_signals_signal_id_key",
+        "maestro_signals_time",
+        "maestro_signals_undispatched",
+    ]
 
 
 async def test_replicas_starting_together_migrate_once(dsn: str, pg_cluster: Cluster) -> None:

@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "maestro_gateway.cli.executions",
         "list, show, watch or cancel the executions of a running gateway",
     ),
+    "signals": (
+        "maestro_gateway.cli.signals",
+        "send, list or show the signals of a running gateway",
+    ),
 }
 
 USAGE_ERROR = 2

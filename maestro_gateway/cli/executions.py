@@ -119,8 +119,8 @@ def parse_status(text: str) -> int:
     return number
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare the sub-commands ``list``, ``show``, ``watch`` and ``cancel`` and their options."""
+def add_target_options() -> list[argparse.ArgumentParser]:
+    """Parent parsers of ``--target`` and ``--timeout`` (shared with ``maestro signals``)."""
     target = argparse.ArgumentParser(add_help=False)
     target.add_argument(
         "--target",
@@ -137,6 +137,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DURATION",
         help="deadline of each RPC (default 10s)",
     )
+    return [target, timeout]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the sub-commands ``list``, ``show``, ``watch`` and ``cancel`` and their options."""
+    target, timeout = add_target_options()
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     listing = sub.add_parser(

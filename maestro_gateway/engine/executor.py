@@ -71,8 +71,12 @@ def new_record(
     timeout: float | None = None,
     metadata: Metadata = (),
     labels: Mapping[str, str] | None = None,
+    triggered_by: str = "",
 ) -> ExecutionRecord:
-    """The journal record of a new execution starting now; deadlines become wall-clock times."""
+    """The journal record of a new execution starting now; deadlines become wall-clock times.
+
+    ``triggered_by`` is the id of the signal whose trigger started it (DESIGN §13).
+    """
     now = clock.wall()
     return ExecutionRecord(
         execution_id=execution_id,
@@ -85,6 +89,7 @@ def new_record(
         started_at=now,
         workflow_deadline=now + workflow.timeout if workflow.timeout is not None else None,
         caller_deadline=now + timeout if timeout is not None else None,
+        triggered_by=triggered_by,
     )
 
 

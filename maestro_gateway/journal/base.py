@@ -199,6 +199,47 @@ class Page:
     next_token: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class SignalRecord:
+    """One received signal and its lineage (DESIGN §13).
+
+    Attributes:
+        signal_id: unique in the journal while the signal is retained.
+        name: the signal name.
+        params: its parameters (a JSON-ready object).
+        time: wall-clock time it was received.
+        producer_execution: the execution whose ``emit`` step sent it ("" for an external one).
+        producer_step: the path of that step ("").
+        triggered: the executions its triggers started (or deduplicated onto), in order.
+        woke: the executions whose ``wait`` it satisfied, in order.
+        not_matched: the workflows with a trigger on its name whose ``when`` was false.
+        dispatched: its triggers have all been processed (recovery dispatches the others again;
+            the derived execution ids make that idempotent).
+        sequence: its position in the order signals were received (assigned by the journal,
+            increasing; 0 before it is stored).
+    """
+
+    signal_id: str
+    name: str
+    params: Mapping[str, Any]
+    time: float
+    producer_execution: str = ""
+    producer_step: str = ""
+    triggered: tuple[str, ...] = ()
+    woke: tuple[str, ...] = ()
+    not_matched: tuple[str, ...] = ()
+    dispatched: bool = False
+    sequence: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SignalPage:
+    """A page of signals, newest first; ``next_token`` is "" on the last page."""
+
+    signals: tuple[SignalRecord, ...]
+    next_token: str = ""
+
+
 class BadPageToken(ValueError):
     """A page token that this journal did not produce."""
 
@@ -281,5 +322,55 @@ class Journal(Protocol):
         ...
 
     async def delete_finished(self, before: float) -> int:
-        """Delete executions that finished before wall-clock ``before``; return how many."""
+        """Delete executions that finished before wall-clock ``before``, and signals received
+        before it; return how many executions."""
+        ...
+
+    # -- signals (DESIGN §13) ----------------------------------------------------------------
+
+    async def add_signal(self, signal: SignalRecord) -> SignalRecord | None:
+        """Commit a new signal (its ``sequence`` assigned); return None, or the stored signal
+        when the id is taken (then nothing is written). Atomic: of concurrent adds of one id,
+        exactly one returns None."""
+        ...
+
+    async def get_signal(self, signal_id: str) -> SignalRecord | None:
+        """The signal with this id, or None."""
+        ...
+
+    async def list_signals(
+        self,
+        *,
+        name: str = "",
+        producer_execution: str = "",
+        page_size: int = 50,
+        page_token: str = "",
+    ) -> SignalPage:
+        """Signals with this name and/or producer ("" matches any), newest first (by sequence).
+
+        Raises:
+            BadPageToken: ``page_token`` is not one this journal returned.
+        """
+        ...
+
+    async def signals_since(self, name: str, since: float, after: int = 0) -> list[SignalRecord]:
+        """Signals called ``name`` received at wall-clock ``since`` or later and with a sequence
+        above ``after``, oldest first (what a ``wait`` step may match)."""
+        ...
+
+    async def note_signal(
+        self,
+        signal_id: str,
+        *,
+        triggered: Sequence[str] = (),
+        woke: Sequence[str] = (),
+        not_matched: Sequence[str] = (),
+        dispatched: bool = False,
+    ) -> None:
+        """Add to a signal's lineage (ids already listed are not listed twice) and, with
+        ``dispatched``, mark it dispatched; committed when it returns. Unknown ids are ignored."""
+        ...
+
+    async def undispatched_signals(self) -> list[SignalRecord]:
+        """Signals not marked dispatched, oldest first (recovery dispatches them again)."""
         ...

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import time
 from collections.abc import Callable, Sequence
 
@@ -21,9 +22,18 @@ from maestro_gateway.journal.base import (
     IntentEntry,
     OutcomeEntry,
     Page,
+    SignalPage,
+    SignalRecord,
     StateEntry,
 )
-from maestro_gateway.journal.paging import decode_token, encode_token, newest_first
+from maestro_gateway.journal.paging import (
+    decode_signal_token,
+    decode_token,
+    encode_signal_token,
+    encode_token,
+    newest_first,
+)
+from maestro_gateway.journal.signals import as_stored, noted, params_json
 
 
 class _Stored:
@@ -64,7 +74,12 @@ class _Stored:
 
 
 class MemoryJournal:
-    """A journal held in this process's memory."""
+    """A journal held in this process's memory.
+
+    Signals are kept in the order they were received (a dict keeps insertion order, and each
+    new one gets the next ``sequence``), each beside its params as canonical JSON: reads decode
+    them afresh, so no caller can change what another reads.
+    """
 
     description = "none (in memory)"
     durable = False
@@ -73,6 +88,8 @@ class MemoryJournal:
     def __init__(self) -> None:
         self._executions: dict[str, _Stored] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._signals: dict[str, tuple[SignalRecord, str]] = {}
+        self._last_signal = 0  # never reused, even once retention has deleted every signal
 
     async def open(self) -> None:
         """Nothing to open."""
@@ -138,6 +155,8 @@ class MemoryJournal:
         self, where: ExecutionFilter, page_size: int, page_token: str = ""
     ) -> Page:
         after = decode_token(page_token)
+        if page_size < 1:
+            raise ValueError(f"page_size must be at least 1, not {page_size}")
         matching = [
             s.record
             for s in self._executions.values()
@@ -204,4 +223,82 @@ class MemoryJournal:
         ]
         for execution_id in old:
             del self._executions[execution_id]
+        expired = [key for key, (signal, _) in self._signals.items() if signal.time < before]
+        for signal_id in expired:
+            del self._signals[signal_id]
         return len(old)
+
+    # -- signals ---------------------------------------------------------------------------
+
+    async def add_signal(self, signal: SignalRecord) -> SignalRecord | None:
+        params = params_json(signal.params)  # a value it cannot store fails even a duplicate
+        found = self._signals.get(signal.signal_id)
+        if found is not None:
+            return _read(found)
+        self._last_signal += 1
+        kept = dataclasses.replace(as_stored(signal, self._last_signal), params={})
+        self._signals[signal.signal_id] = (kept, params)
+        return None
+
+    async def get_signal(self, signal_id: str) -> SignalRecord | None:
+        found = self._signals.get(signal_id)
+        return _read(found) if found is not None else None
+
+    async def list_signals(
+        self,
+        *,
+        name: str = "",
+        producer_execution: str = "",
+        page_size: int = 50,
+        page_token: str = "",
+    ) -> SignalPage:
+        below = decode_signal_token(page_token)
+        if page_size < 1:
+            raise ValueError(f"page_size must be at least 1, not {page_size}")
+        found: list[tuple[SignalRecord, str]] = []
+        for entry in reversed(self._signals.values()):
+            signal = entry[0]
+            if below is not None and signal.sequence >= below:
+                continue
+            if (not name or signal.name == name) and (
+                not producer_execution or signal.producer_execution == producer_execution
+            ):
+                found.append(entry)
+                if len(found) > page_size:
+                    break
+        page = tuple(_read(entry) for entry in found[:page_size])
+        return SignalPage(page, encode_signal_token(page[-1]) if len(found) > page_size else "")
+
+    async def signals_since(self, name: str, since: float, after: int = 0) -> list[SignalRecord]:
+        return [
+            _read(entry)
+            for entry in self._signals.values()
+            if entry[0].name == name and entry[0].time >= since and entry[0].sequence > after
+        ]
+
+    async def note_signal(
+        self,
+        signal_id: str,
+        *,
+        triggered: Sequence[str] = (),
+        woke: Sequence[str] = (),
+        not_matched: Sequence[str] = (),
+        dispatched: bool = False,
+    ) -> None:
+        found = self._signals.get(signal_id)
+        if found is None:
+            return
+        signal, params = found
+        changed = noted(
+            signal, triggered=triggered, woke=woke, not_matched=not_matched, dispatched=dispatched
+        )
+        self._signals[signal_id] = (changed, params)
+
+    async def undispatched_signals(self) -> list[SignalRecord]:
+        return [_read(entry) for entry in self._signals.values() if not entry[0].dispatched]
+
+
+def _read(entry: tuple[SignalRecord, str]) -> SignalRecord:
+    """A kept signal as read: with its params decoded afresh from their canonical JSON."""
+    signal, params = entry
+    return dataclasses.replace(signal, params=json.loads(params))

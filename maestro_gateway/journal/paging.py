@@ -1,8 +1,10 @@
-"""Page tokens of ``list_executions``: an opaque cursor on (start time, id), newest first.
+"""Page tokens: opaque cursors, newest first, of ``list_executions`` and ``list_signals``.
 
-A token is ``base64url("m1:" + JSON [started_at, execution_id])`` of the last execution of the
-previous page; anything else is refused with :class:`BadPageToken`, so a client cannot confuse
-our tokens with another system's or forge a query through them.
+An executions token is ``base64url("m1:" + JSON [started_at, execution_id])`` of the last
+execution of the previous page; a signals token is ``base64url("s1:" + JSON sequence)`` of the
+last signal. Anything else (one kind's token given to the other listing too) is refused with
+:class:`BadPageToken`, so a client cannot confuse our tokens with another system's or forge a
+query through them.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import binascii
 import json
 from collections.abc import Iterable
 
-from maestro_gateway.journal.base import BadPageToken, ExecutionRecord
+from maestro_gateway.journal.base import BadPageToken, ExecutionRecord, SignalRecord
 
 _PREFIX = "m1:"
+_SIGNAL_PREFIX = "s1:"
 
 Cursor = tuple[float, str]
 
@@ -52,3 +55,31 @@ def newest_first(records: Iterable[ExecutionRecord], after: Cursor | None) -> li
     if after is None:
         return ordered
     return [r for r in ordered if (r.started_at, r.execution_id) < after]
+
+
+def encode_signal_token(last: SignalRecord) -> str:
+    """The token of the page of signals that follows ``last``."""
+    text = f"{_SIGNAL_PREFIX}{last.sequence}"
+    return base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def decode_signal_token(token: str) -> int | None:
+    """The sequence in ``token``: the page holds the signals below it (None for the first page).
+
+    Raises:
+        BadPageToken: the token was not produced by :func:`encode_signal_token`.
+    """
+    if not token:
+        return None
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        text = base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8")
+        if not text.startswith(_SIGNAL_PREFIX):
+            raise ValueError(text)
+        sequence = json.loads(text[len(_SIGNAL_PREFIX) :])
+        # Exactly an integer (not a bool, a float or a number beyond SQL's 64 bits).
+        if type(sequence) is not int or not 0 <= sequence < 2**63:
+            raise ValueError(text)
+    except (ValueError, UnicodeError, binascii.Error, TypeError) as exc:
+        raise BadPageToken("page_token is not a token returned by ListSignals") from exc
+    return sequence

@@ -6,7 +6,8 @@ Connections, and what runs on them (everything on the event loop: asyncpg is asy
                loop handed off, and operations such as create and claim), runs them in one
                transaction, then runs the ``then`` callbacks in submission order, wakes
                ``wait_events`` and NOTIFYs the other replicas of the new events
-    readers    a small pool: get, list_executions, events, attempts, wait_events
+    readers    a small pool: get, list_executions, events, attempts, wait_events, and the
+               signal reads (the signal methods are in :mod:`.postgres_signals`)
     listener   one connection LISTENing for the other replicas' commits (wait_events)
 
 Batching is the SQLite journal's (:mod:`.batch`): everything submitted in one stretch of the event
@@ -78,6 +79,7 @@ from maestro_gateway.journal.postgres_schema import (
     migrate,
     record_from_row,
 )
+from maestro_gateway.journal.postgres_signals import PostgresSignals
 from maestro_gateway.journal.postgres_writes import (
     CreatesFailed,
     Op,
@@ -118,7 +120,7 @@ async def _no_reset(conn: Connection) -> None:
     """Readers change no session state: skip the pool's reset query on every release."""
 
 
-class PostgresJournal:
+class PostgresJournal(PostgresSignals):
     """A journal in a PostgreSQL database, shared by every replica that names it.
 
     Args:
@@ -419,7 +421,8 @@ class PostgresJournal:
         return result
 
     async def delete_finished(self, before: float) -> int:
-        """Delete executions that finished before wall-clock ``before``; return how many."""
+        """Delete executions that finished before wall-clock ``before``, and signals received
+        before it; return how many executions."""
 
         async def run(conn: Connection, retried: bool) -> int:
             row = await conn.fetchrow(DELETE_FINISHED, before)

@@ -30,6 +30,11 @@ from maestro_gateway.journal.sqlite_schema import loads_or_none
 #: replicas starting at once migrate one after the other, and the second finds nothing to do.
 MIGRATION_LOCK = 0x4D475457
 
+#: The key of the advisory lock a transaction holds from its first signal write to its commit
+#: ("MGTWSG"): signals are numbered in the order they commit, so a reader that has seen signal
+#: ``n`` never finds one below ``n`` committed later (``signals_since(after=n)`` misses none).
+SIGNAL_LOCK = 0x4D4754575347
+
 #: The states of an execution that still has work to do, as an SQL list.
 UNFINISHED = "('RUNNING', 'COMPENSATING')"
 
@@ -101,6 +106,29 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             error text,
             PRIMARY KEY (execution_id, step, compensation, attempt)
         )""",
+    ),
+    (
+        # Signals (DESIGN §13). An identity never hands out a number twice, so a sequence is
+        # not reused after retention deleted the newest signal.
+        """CREATE TABLE maestro_signals (
+            sequence bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            signal_id text NOT NULL UNIQUE,
+            name text NOT NULL,
+            params text NOT NULL,
+            time double precision NOT NULL,
+            producer_execution text NOT NULL,
+            producer_step text NOT NULL,
+            triggered text NOT NULL,
+            woke text NOT NULL,
+            not_matched text NOT NULL,
+            dispatched boolean NOT NULL
+        )""",
+        "CREATE INDEX maestro_signals_name ON maestro_signals (name, sequence)",
+        "CREATE INDEX maestro_signals_producer ON maestro_signals (producer_execution, sequence)"
+        " WHERE producer_execution <> ''",
+        "CREATE INDEX maestro_signals_time ON maestro_signals (time)",
+        "CREATE INDEX maestro_signals_undispatched ON maestro_signals (sequence)"
+        " WHERE NOT dispatched",
     ),
 )
 
@@ -261,6 +289,8 @@ DELETE_FINISHED = (
     "  DELETE FROM maestro_events WHERE execution_id IN (SELECT execution_id FROM doomed)"
     "), attempts AS ("
     "  DELETE FROM maestro_attempts WHERE execution_id IN (SELECT execution_id FROM doomed)"
+    "), signals AS ("
+    "  DELETE FROM maestro_signals WHERE time < $1::float8"
     ") SELECT count(*), coalesce(array_agg(DISTINCT source_hash), '{}') FROM doomed"
 )
 LOCK_DEFINITIONS = (
@@ -274,6 +304,32 @@ DELETE_DEFINITIONS = (
     " AND NOT EXISTS (SELECT 1 FROM maestro_executions e WHERE e.source_hash = d.source_hash)"
 )
 NOTIFY = "SELECT pg_notify($1::text, $2::text)"
+
+# Signals: the columns in the order of ``sqlite_schema.SIGNAL_COLUMNS`` (one row codec), the
+# parameters in the order of its ``signal_params`` and ``lineage_params``.
+SIGNAL_COLUMNS = (
+    "signal_id, name, params, time, producer_execution, producer_step, triggered, woke,"
+    " not_matched, dispatched, sequence"
+)
+LOCK_SIGNALS = "SELECT pg_advisory_xact_lock($1)"
+INSERT_SIGNAL = (
+    "INSERT INTO maestro_signals (signal_id, name, params, time, producer_execution,"
+    " producer_step, triggered, woke, not_matched, dispatched)"
+    " VALUES ($1::text, $2::text, $3::text, $4::float8, $5::text, $6::text, $7::text, $8::text,"
+    " $9::text, $10::boolean) ON CONFLICT (signal_id) DO NOTHING RETURNING sequence"
+)
+SELECT_SIGNAL = f"SELECT {SIGNAL_COLUMNS} FROM maestro_signals WHERE signal_id = $1"
+SELECT_SIGNALS_SINCE = (
+    f"SELECT {SIGNAL_COLUMNS} FROM maestro_signals"
+    " WHERE name = $1 AND sequence > $2 AND time >= $3::float8 ORDER BY sequence"
+)
+SELECT_UNDISPATCHED = (
+    f"SELECT {SIGNAL_COLUMNS} FROM maestro_signals WHERE NOT dispatched ORDER BY sequence"
+)
+UPDATE_LINEAGE = (
+    "UPDATE maestro_signals SET triggered = $1::text, woke = $2::text, not_matched = $3::text,"
+    " dispatched = $4::boolean WHERE signal_id = $5::text"
+)
 
 #: The LISTEN/NOTIFY channel on which commits announce new events (``id\tsequence`` lines).
 CHANNEL = "maestro_journal_events"

@@ -7,12 +7,14 @@ Threads, and who touches what::
     writer       one thread owning the one writing connection: it takes every queued unit at once,
                  runs them in one transaction, then calls back into the loop once per group, which
                  runs the ``then`` callbacks in submission order and wakes ``wait_events``
-    readers      get, list_executions, events, attempts: worker threads, each read on a pooled
-                 connection of its own (WAL lets them read while the writer writes)
+    readers      get, list_executions, events, attempts and the signal reads: worker threads,
+                 each read on a pooled connection of its own (WAL lets them read while the
+                 writer writes)
 
-``create``, ``claim``, ``renew`` and ``delete_finished`` are writes: they go through the writer,
-ordered with what was submitted before them. A group that cannot be committed (disk full, I/O
-error) is rolled back and retried, the same group, with backoff; ``writable`` is False meanwhile.
+``create``, ``claim``, ``renew``, ``delete_finished``, ``add_signal`` and ``note_signal`` are
+writes: they go through the writer, ordered after what was submitted before them (the signal
+methods are in :mod:`.sqlite_signals`). A group that cannot be committed (disk full, I/O error)
+is rolled back and retried, the same group, with backoff; ``writable`` is False meanwhile.
 Nothing is dropped, and nothing is reported durable before it is.
 
 One gateway per file: ``open`` holds an exclusive ``flock`` on ``<path>.lock`` (the holder's pid
@@ -53,6 +55,7 @@ from maestro_gateway.journal.batch import Batch
 from maestro_gateway.journal.paging import decode_token, encode_token
 from maestro_gateway.journal.sqlite_schema import (
     APPLICATION_ID,
+    DELETE_SIGNALS,
     INSERT_DEFINITION,
     INSERT_EVENT,
     INSERT_EXECUTION,
@@ -70,6 +73,7 @@ from maestro_gateway.journal.sqlite_schema import (
     record_params,
     select_record,
 )
+from maestro_gateway.journal.sqlite_signals import SqliteSignals
 
 if TYPE_CHECKING:
     from maestro_gateway.resilience.clock import Clock
@@ -113,7 +117,7 @@ def _environmental(exc: BaseException) -> bool:
     return type(exc) in (sqlite3.OperationalError, sqlite3.DatabaseError)
 
 
-class SqliteJournal:
+class SqliteJournal(SqliteSignals):
     """A journal in one SQLite file (WAL), written by one thread with group commit.
 
     Args:
@@ -402,9 +406,11 @@ class SqliteJournal:
         return result
 
     async def delete_finished(self, before: float) -> int:
-        """Delete executions that finished before wall-clock ``before``; return how many."""
+        """Delete executions that finished before wall-clock ``before``, and signals received
+        before it; return how many executions."""
 
         def run(conn: sqlite3.Connection) -> int:
+            conn.execute(DELETE_SIGNALS, (before,))
             doomed = "SELECT execution_id FROM executions WHERE ended_at < ?1"
             conn.execute(f"DELETE FROM events WHERE execution_id IN ({doomed})", (before,))
             conn.execute(f"DELETE FROM attempts WHERE execution_id IN ({doomed})", (before,))

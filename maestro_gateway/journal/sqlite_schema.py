@@ -12,7 +12,7 @@ import functools
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from maestro_gateway.journal.base import (
     EventEntry,
@@ -20,6 +20,7 @@ from maestro_gateway.journal.base import (
     ExecutionState,
     IntentEntry,
     OutcomeEntry,
+    SignalRecord,
     StateEntry,
 )
 
@@ -84,6 +85,28 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (execution_id, step, compensation, attempt)
         )""",
     ),
+    (
+        # Signals (DESIGN §13). AUTOINCREMENT on purpose: a sequence is never reused, not even
+        # after retention deleted the newest signal, so ``signals_since(after=…)`` misses none.
+        """CREATE TABLE signals (
+            sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+            signal_id TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL,
+            params TEXT NOT NULL,
+            time REAL NOT NULL,
+            producer_execution TEXT NOT NULL,
+            producer_step TEXT NOT NULL,
+            triggered TEXT NOT NULL,
+            woke TEXT NOT NULL,
+            not_matched TEXT NOT NULL,
+            dispatched INTEGER NOT NULL
+        )""",
+        "CREATE INDEX signals_name ON signals (name, sequence)",
+        "CREATE INDEX signals_producer ON signals (producer_execution, sequence)"
+        " WHERE producer_execution != ''",
+        "CREATE INDEX signals_time ON signals (time)",
+        "CREATE INDEX signals_undispatched ON signals (sequence) WHERE dispatched = 0",
+    ),
 )
 
 #: The schema version this code writes (``PRAGMA user_version`` of an up-to-date journal).
@@ -134,8 +157,29 @@ UPDATE_LAST_SEQUENCE = (
     "UPDATE executions SET last_sequence = max(last_sequence, ?) WHERE execution_id = ?"
 )
 
+SIGNAL_COLUMNS = (
+    "signal_id, name, params, time, producer_execution, producer_step, triggered, woke,"
+    " not_matched, dispatched, sequence"
+)
+INSERT_SIGNAL = (
+    "INSERT INTO signals (signal_id, name, params, time, producer_execution, producer_step,"
+    " triggered, woke, not_matched, dispatched) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (signal_id) DO NOTHING"
+)
+SELECT_SIGNAL = f"SELECT {SIGNAL_COLUMNS} FROM signals WHERE signal_id = ?"
+SELECT_SIGNALS_SINCE = (
+    f"SELECT {SIGNAL_COLUMNS} FROM signals WHERE name = ? AND sequence > ? AND time >= ?"
+    " ORDER BY sequence"
+)
+SELECT_UNDISPATCHED = f"SELECT {SIGNAL_COLUMNS} FROM signals WHERE dispatched = 0 ORDER BY sequence"
+UPDATE_LINEAGE = (
+    "UPDATE signals SET triggered = ?, woke = ?, not_matched = ?, dispatched = ?"
+    " WHERE signal_id = ?"
+)
+DELETE_SIGNALS = "DELETE FROM signals WHERE time < ?"
 
-def _jsonable(value: object) -> object:
+
+def jsonable(value: object) -> object:
     """What a value expressions can produce but JSON cannot hold is stored as gRPC would send it.
 
     Bytes as base64, timestamps as RFC 3339 in UTC, durations as ``"1.5s"`` (proto3 JSON), so a
@@ -155,7 +199,7 @@ def _jsonable(value: object) -> object:
 
 # ASCII output on purpose: a lone surrogate (valid in a Python str, e.g. from a JSON "\ud800")
 # survives as an escape instead of failing to bind as UTF-8 in the writer thread.
-dumps = functools.partial(json.dumps, separators=(",", ":"), default=_jsonable)
+dumps = functools.partial(json.dumps, separators=(",", ":"), default=jsonable)
 
 
 def loads_or_none(text: str | None) -> Any:
@@ -209,10 +253,66 @@ def record_params(record: ExecutionRecord) -> tuple[Any, ...]:
     )
 
 
+class Row(Protocol):
+    """A row of either driver (``sqlite3``'s tuple, ``asyncpg.Record``), read by position."""
+
+    def __getitem__(self, index: int, /) -> Any: ...
+
+
+def signal_from_row(row: Row) -> SignalRecord:
+    """The signal of a row selected with ``SIGNAL_COLUMNS`` (SQLite's or PostgreSQL's)."""
+    return SignalRecord(
+        signal_id=row[0],
+        name=row[1],
+        params=json.loads(row[2]),
+        time=row[3],
+        producer_execution=row[4],
+        producer_step=row[5],
+        triggered=tuple(json.loads(row[6])),
+        woke=tuple(json.loads(row[7])),
+        not_matched=tuple(json.loads(row[8])),
+        dispatched=bool(row[9]),
+        sequence=int(row[10]),
+    )
+
+
+def signal_params(signal: SignalRecord, params: str) -> tuple[Any, ...]:
+    """The parameters of ``INSERT_SIGNAL``: ``signal`` with its ``params`` already as JSON
+    (:func:`~maestro_gateway.journal.signals.params_json`), its lineage without duplicates."""
+    return (
+        signal.signal_id,
+        signal.name,
+        params,
+        signal.time,
+        signal.producer_execution,
+        signal.producer_step,
+        dumps(list(dict.fromkeys(signal.triggered))),
+        dumps(list(dict.fromkeys(signal.woke))),
+        dumps(list(dict.fromkeys(signal.not_matched))),
+        signal.dispatched,
+    )
+
+
+def lineage_params(signal: SignalRecord) -> tuple[Any, ...]:
+    """The parameters of ``UPDATE_LINEAGE`` that give ``signal``'s row ``signal``'s lineage."""
+    return (
+        dumps(list(signal.triggered)),
+        dumps(list(signal.woke)),
+        dumps(list(signal.not_matched)),
+        signal.dispatched,
+        signal.signal_id,
+    )
+
+
 def select_record(conn: sqlite3.Connection, execution_id: str) -> ExecutionRecord | None:
     row = conn.execute(f"SELECT {RECORD_COLUMNS} WHERE e.execution_id = ?", (execution_id,))
     found = row.fetchone()
     return record_from_row(found) if found is not None else None
+
+
+def select_signal(conn: sqlite3.Connection, signal_id: str) -> SignalRecord | None:
+    found = conn.execute(SELECT_SIGNAL, (signal_id,)).fetchone()
+    return signal_from_row(found) if found is not None else None
 
 
 def last_sequence(conn: sqlite3.Connection, execution_id: str) -> int | None:

@@ -92,6 +92,12 @@ class _Builder:
 
     def build(self) -> str:
         self.lines.append(f'    start(["{escape(self.workflow.name)}"])')
+        for index, trigger in enumerate(self.workflow.triggers):
+            # A signal that starts the workflow, with its condition on the edge.
+            node = f"trigger{index + 1}"
+            self.lines.append(f'    {node}>"signal {escape(trigger.signal)}"]')
+            label = f"|{escape(trigger.when.expression)}|" if trigger.when is not None else ""
+            self.lines.append(f"    {node} -.->{label} start")
         exits: list[Exit] = [("start", None)]
         for step in self.workflow.steps:
             exits = self._draw(step, exits)

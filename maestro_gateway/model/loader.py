@@ -39,7 +39,8 @@ from maestro_gateway.model.context import EnvPolicy, LoadContext
 from maestro_gateway.model.scopes import Scopes
 from maestro_gateway.model.services import read_service
 from maestro_gateway.model.steps import StepReader
-from maestro_gateway.model.types import Service, Workflow
+from maestro_gateway.model.triggers import read_triggers
+from maestro_gateway.model.types import Service, Trigger, Workflow
 from maestro_gateway.model.yamlnodes import (
     LimitExceeded,
     MappingNode,
@@ -66,6 +67,7 @@ WORKFLOW_KEYS = (
     "services",
     "steps",
     "output",
+    "triggers",
 )
 NAME = re.compile(r"[A-Za-z0-9_.-]+")
 DEFAULT_COMPENSATION_TIMEOUT = 60.0
@@ -221,8 +223,12 @@ def _workflow(ctx: LoadContext, root: Node, text: str) -> Workflow | None:
     if "output" in fields and not is_null(fields["output"]):
         output = ctx.template(fields["output"], scopes.workflow_output(), "output")
         output_ok = output is not None
+    triggers: tuple[Trigger, ...] | None = ()
+    if "triggers" in fields and not is_null(fields["triggers"]):
+        triggers = read_triggers(ctx, fields["triggers"])
     if (
         steps is None
+        or triggers is None
         or not schema_ok
         or not output_ok
         or any(v is None for k, v in values.items() if k != "input_schema")
@@ -233,6 +239,7 @@ def _workflow(ctx: LoadContext, root: Node, text: str) -> Workflow | None:
         services={k: v for k, v in services.items() if v is not None},
         steps=steps,
         output=output,
+        triggers=triggers,
         source=text,
         path=ctx.path,
         warnings=tuple(sorted(ctx.warnings)),

@@ -424,6 +424,29 @@ def level_outputs(steps: Sequence[Step]) -> tuple[str, ...]:
     return tuple(name for name in names if name is not None)
 
 
+SIGNAL_NAME = r"[A-Za-z0-9_./-]+"
+"""What a signal name may hold (DESIGN §13): letters, digits and ``_ . - /``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """A signal that starts an execution of the workflow (DESIGN §13).
+
+    Attributes:
+        signal: the signal name it subscribes to.
+        when: a condition over ``signal`` (``{signal_id, name, params, time}``), or None.
+        input: the execution input, a template over ``signal`` (None: the signal's params).
+        dedup: a template over ``signal``: one execution per value (id ``<workflow>:<value>``);
+            None: one per signal (id ``<workflow>:<signal_id>``).
+    """
+
+    signal: str
+    when: Condition | None = None
+    input: Template | None = None
+    dedup: Template | None = None
+    position: Position = NOWHERE
+
+
 @dataclass(frozen=True, slots=True)
 class Workflow:
     """A validated workflow.
@@ -436,6 +459,7 @@ class Workflow:
         services: by name.
         steps: top-level steps in file order.
         output: the workflow output template, or None for the map of every step output.
+        triggers: the signals that start executions of it.
         source: the YAML text.
         path: the file it was loaded from, as given (or ``<string>``).
         warnings: problems that did not stop it from loading (an unset environment variable
@@ -451,6 +475,7 @@ class Workflow:
     services: Mapping[str, Service] = field(default_factory=dict)
     steps: tuple[Step, ...] = ()
     output: Template | None = None
+    triggers: tuple[Trigger, ...] = ()
     source: str = ""
     path: str = "<string>"
     warnings: tuple[Diagnostic, ...] = field(default=(), compare=False, repr=False)

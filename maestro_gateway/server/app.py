@@ -148,6 +148,7 @@ class GatewayServer:
         await self._delete_expired()
         self._prepare()
         self.recovered = await self.service.runs.recover()
+        await self.service.signals.redispatch()
         add_gateway_servicer(self.service, server, self.service.limits)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         enable_reflection([SERVICE_NAME, HEALTH_SERVICE_NAME], server)

@@ -38,7 +38,7 @@ from maestro_gateway.engine.events import (
     StepSucceeded,
 )
 from maestro_gateway.engine.journaling import result_from_data
-from maestro_gateway.journal.base import ExecutionRecord, ExecutionState
+from maestro_gateway.journal.base import ExecutionRecord, ExecutionState, SignalRecord
 
 MAX_SAFE_INTEGER = 2**53
 """Largest magnitude of an integer a double holds exactly."""
@@ -245,6 +245,23 @@ def execution_to_proto(record: ExecutionRecord) -> pb.Execution:
         out.end_time.CopyFrom(timestamp(record.ended_at))
     if record.result is not None:
         out.result.CopyFrom(result_to_proto(result_from_data(record.result)))
+    return out
+
+
+def signal_to_proto(signal: SignalRecord) -> pb.Signal:
+    """Return a journaled signal with its lineage as ``maestro.v1.Signal``."""
+    out = pb.Signal(
+        signal_id=signal.signal_id,
+        name=signal.name,
+        time=timestamp(signal.time),
+        triggered=list(signal.triggered),
+        woke=list(signal.woke),
+        not_matched=list(signal.not_matched),
+    )
+    fill_value_struct(out.params, signal.params)
+    if signal.producer_execution:
+        out.producer.execution_id = signal.producer_execution
+        out.producer.step_id = signal.producer_step
     return out
 
 

@@ -46,7 +46,7 @@ from maestro_gateway.journal.base import (
     ExecutionRecord,
     Journal,
 )
-from maestro_gateway.model.types import Workflow
+from maestro_gateway.model.types import SIGNAL_NAME, Workflow
 from maestro_gateway.server import status as rpc
 from maestro_gateway.server.convert import (
     STATE_OF_STATUS,
@@ -54,11 +54,13 @@ from maestro_gateway.server.convert import (
     execution_to_proto,
     from_struct,
     result_to_proto,
+    signal_to_proto,
 )
 from maestro_gateway.server.limits import RequestLimits, value_depth
 from maestro_gateway.server.logfmt import logfmt
 from maestro_gateway.server.registry import WorkflowRegistry
 from maestro_gateway.server.runs import Runs
+from maestro_gateway.server.signals import Signals
 
 log = logging.getLogger("maestro_gateway.server")
 
@@ -69,6 +71,7 @@ MAX_EXECUTION_ID = 128
 MAX_LOOKUP_ID = 1024
 """Longest execution id accepted by the lookup RPCs."""
 _EXECUTION_ID = re.compile(r"[A-Za-z0-9._:\[\]-]+")
+_SIGNAL_NAME = re.compile(SIGNAL_NAME)
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 WATCH_POLL = 1.0
@@ -130,6 +133,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         self._validations = 0
         self._draining = False
         self._closed = False
+        self.signals = Signals(runs.journal, registry, runs, runs.engine.clock)
 
     @property
     def engine(self) -> Engine:
@@ -386,6 +390,97 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
             description=workflow.description,
             source=workflow.source,
             graph=self.registry.graph(workflow),
+        )
+
+    # -- signals (DESIGN §13) ----------------------------------------------------------------
+
+    async def SendSignal(
+        self, request: pb.SendSignalRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SendSignalResponse:
+        """Receive a signal once: journaled, then its triggers; a duplicate changes nothing."""
+        if not request.name or not _SIGNAL_NAME.fullmatch(request.name):
+            await _invalid(
+                context, "name", "name is required: letters, digits and '_', '.', '-', '/'"
+            )
+        signal_id = request.signal_id
+        if signal_id and (
+            len(signal_id) > MAX_EXECUTION_ID or not _EXECUTION_ID.fullmatch(signal_id)
+        ):
+            await _invalid(
+                context,
+                "signal_id",
+                f"signal_id must be at most {MAX_EXECUTION_ID} letters, digits or ._:-[]",
+            )
+        limits = self.limits
+        size = request.params.ByteSize()
+        if size > limits.max_input_bytes:
+            await _invalid(
+                context,
+                "params",
+                f"params is {size} bytes, over the limit of {limits.max_input_bytes} bytes "
+                "(max_input_bytes)",
+            )
+        params = from_struct(request.params)
+        if value_depth(params, limits.max_input_depth) > limits.max_input_depth:
+            await _invalid(
+                context,
+                "params",
+                f"params nests deeper than {limits.max_input_depth} levels (max_input_depth)",
+            )
+        if not self.journal.writable:
+            await rpc.abort(
+                context,
+                rpc.rich_status(
+                    Code.UNAVAILABLE,
+                    f"the journal ({self.journal.description}) cannot be written; retry later",
+                    rpc.REASON_JOURNAL_UNAVAILABLE,
+                ),
+            )
+        signal, duplicate = await self.signals.send(request.name, params, signal_id)
+        return pb.SendSignalResponse(signal=signal_to_proto(signal), duplicate=duplicate)
+
+    async def GetSignal(
+        self, request: pb.GetSignalRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Signal:
+        """One signal with its lineage; NOT_FOUND when unknown."""
+        signal_id = request.signal_id
+        if not signal_id:
+            await _invalid(context, "signal_id", "signal_id is required")
+        if len(signal_id) > MAX_LOOKUP_ID or not _EXECUTION_ID.fullmatch(signal_id):
+            await _invalid(
+                context, "signal_id", "signal_id may only hold letters, digits or ._:-[]"
+            )
+        signal = await self.journal.get_signal(signal_id)
+        if signal is None:
+            await rpc.abort(
+                context,
+                rpc.rich_status(
+                    Code.NOT_FOUND,
+                    f"no signal '{signal_id}'",
+                    rpc.REASON_SIGNAL_NOT_FOUND,
+                    {"signal_id": signal_id},
+                ),
+            )
+        return signal_to_proto(signal)
+
+    async def ListSignals(
+        self, request: pb.ListSignalsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListSignalsResponse:
+        """Signals newest first, by name and/or producing execution, paged."""
+        if request.page_size < 0:
+            await _invalid(context, "page_size", "page_size must not be negative")
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        try:
+            page = await self.journal.list_signals(
+                name=request.name,
+                producer_execution=request.producer_execution_id,
+                page_size=size,
+                page_token=request.page_token,
+            )
+        except BadPageToken as exc:
+            await _invalid(context, "page_token", str(exc))
+        return pb.ListSignalsResponse(
+            signals=[signal_to_proto(s) for s in page.signals], next_page_token=page.next_token
         )
 
     # -- helpers -----------------------------------------------------------------------------

@@ -380,3 +380,75 @@ class Workflow(_message.Message):
     source: str
     graph: str
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., description: _Optional[str] = ..., source: _Optional[str] = ..., graph: _Optional[str] = ...) -> None: ...
+
+class SendSignalRequest(_message.Message):
+    __slots__ = ("name", "params", "signal_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    params: _struct_pb2.Struct
+    signal_id: str
+    def __init__(self, name: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., signal_id: _Optional[str] = ...) -> None: ...
+
+class SendSignalResponse(_message.Message):
+    __slots__ = ("signal", "duplicate")
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    signal: Signal
+    duplicate: bool
+    def __init__(self, signal: _Optional[_Union[Signal, _Mapping]] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+
+class SignalProducer(_message.Message):
+    __slots__ = ("execution_id", "step_id")
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_ID_FIELD_NUMBER: _ClassVar[int]
+    execution_id: str
+    step_id: str
+    def __init__(self, execution_id: _Optional[str] = ..., step_id: _Optional[str] = ...) -> None: ...
+
+class Signal(_message.Message):
+    __slots__ = ("signal_id", "name", "params", "time", "producer", "triggered", "woke", "not_matched")
+    SIGNAL_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    PRODUCER_FIELD_NUMBER: _ClassVar[int]
+    TRIGGERED_FIELD_NUMBER: _ClassVar[int]
+    WOKE_FIELD_NUMBER: _ClassVar[int]
+    NOT_MATCHED_FIELD_NUMBER: _ClassVar[int]
+    signal_id: str
+    name: str
+    params: _struct_pb2.Struct
+    time: _timestamp_pb2.Timestamp
+    producer: SignalProducer
+    triggered: _containers.RepeatedScalarFieldContainer[str]
+    woke: _containers.RepeatedScalarFieldContainer[str]
+    not_matched: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, signal_id: _Optional[str] = ..., name: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., producer: _Optional[_Union[SignalProducer, _Mapping]] = ..., triggered: _Optional[_Iterable[str]] = ..., woke: _Optional[_Iterable[str]] = ..., not_matched: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetSignalRequest(_message.Message):
+    __slots__ = ("signal_id",)
+    SIGNAL_ID_FIELD_NUMBER: _ClassVar[int]
+    signal_id: str
+    def __init__(self, signal_id: _Optional[str] = ...) -> None: ...
+
+class ListSignalsRequest(_message.Message):
+    __slots__ = ("name", "producer_execution_id", "page_size", "page_token")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PRODUCER_EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    producer_execution_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, name: _Optional[str] = ..., producer_execution_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListSignalsResponse(_message.Message):
+    __slots__ = ("signals", "next_page_token")
+    SIGNALS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    signals: _containers.RepeatedCompositeFieldContainer[Signal]
+    next_page_token: str
+    def __init__(self, signals: _Optional[_Iterable[_Union[Signal, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -85,6 +85,21 @@ class GatewayStub:
                 request_serializer=maestro_dot_v1_dot_gateway__pb2.CancelExecutionRequest.SerializeToString,
                 response_deserializer=maestro_dot_v1_dot_gateway__pb2.Execution.FromString,
                 _registered_method=True)
+        self.SendSignal = channel.unary_unary(
+                '/maestro.v1.Gateway/SendSignal',
+                request_serializer=maestro_dot_v1_dot_gateway__pb2.SendSignalRequest.SerializeToString,
+                response_deserializer=maestro_dot_v1_dot_gateway__pb2.SendSignalResponse.FromString,
+                _registered_method=True)
+        self.GetSignal = channel.unary_unary(
+                '/maestro.v1.Gateway/GetSignal',
+                request_serializer=maestro_dot_v1_dot_gateway__pb2.GetSignalRequest.SerializeToString,
+                response_deserializer=maestro_dot_v1_dot_gateway__pb2.Signal.FromString,
+                _registered_method=True)
+        self.ListSignals = channel.unary_unary(
+                '/maestro.v1.Gateway/ListSignals',
+                request_serializer=maestro_dot_v1_dot_gateway__pb2.ListSignalsRequest.SerializeToString,
+                response_deserializer=maestro_dot_v1_dot_gateway__pb2.ListSignalsResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer:
@@ -169,6 +184,29 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendSignal(self, request, context):
+        """Sends a signal (DESIGN §13): journaled before it returns, then it starts the workflows
+        whose triggers match it and wakes the executions waiting for it. A signal whose id was
+        already received is not processed again: OK with `duplicate` and the stored signal.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSignal(self, request, context):
+        """Returns one signal with its lineage; NOT_FOUND when the id is unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSignals(self, request, context):
+        """Lists signals, newest first: by `name` and/or by the execution that produced them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -221,6 +259,21 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.CancelExecution,
                     request_deserializer=maestro_dot_v1_dot_gateway__pb2.CancelExecutionRequest.FromString,
                     response_serializer=maestro_dot_v1_dot_gateway__pb2.Execution.SerializeToString,
+            ),
+            'SendSignal': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendSignal,
+                    request_deserializer=maestro_dot_v1_dot_gateway__pb2.SendSignalRequest.FromString,
+                    response_serializer=maestro_dot_v1_dot_gateway__pb2.SendSignalResponse.SerializeToString,
+            ),
+            'GetSignal': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSignal,
+                    request_deserializer=maestro_dot_v1_dot_gateway__pb2.GetSignalRequest.FromString,
+                    response_serializer=maestro_dot_v1_dot_gateway__pb2.Signal.SerializeToString,
+            ),
+            'ListSignals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSignals,
+                    request_deserializer=maestro_dot_v1_dot_gateway__pb2.ListSignalsRequest.FromString,
+                    response_serializer=maestro_dot_v1_dot_gateway__pb2.ListSignalsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -494,6 +547,87 @@ class Gateway:
             '/maestro.v1.Gateway/CancelExecution',
             maestro_dot_v1_dot_gateway__pb2.CancelExecutionRequest.SerializeToString,
             maestro_dot_v1_dot_gateway__pb2.Execution.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendSignal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maestro.v1.Gateway/SendSignal',
+            maestro_dot_v1_dot_gateway__pb2.SendSignalRequest.SerializeToString,
+            maestro_dot_v1_dot_gateway__pb2.SendSignalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSignal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maestro.v1.Gateway/GetSignal',
+            maestro_dot_v1_dot_gateway__pb2.GetSignalRequest.SerializeToString,
+            maestro_dot_v1_dot_gateway__pb2.Signal.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSignals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/maestro.v1.Gateway/ListSignals',
+            maestro_dot_v1_dot_gateway__pb2.ListSignalsRequest.SerializeToString,
+            maestro_dot_v1_dot_gateway__pb2.ListSignalsResponse.FromString,
             options,
             channel_credentials,
             insecure,

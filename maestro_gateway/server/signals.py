@@ -1,0 +1,168 @@
+"""Signals: received once, journaled, then dispatched to the triggers that match (DESIGN §13).
+
+A signal is committed to the journal before anything happens because of it, under its id (the
+producer's, or a hash of its name and canonical params), and the journal takes an id once:
+of several deliveries of one signal, concurrent or repeated, one is processed and the others
+are answered with the stored signal (``duplicate``). Then every served workflow with a trigger
+on its name is considered: a trigger whose ``when`` is false records the workflow under the
+signal's ``not_matched``; one that matches starts an execution (detached, as ``Start``) whose
+id is derived from the signal, ``<workflow>:<signal_id>`` or ``<workflow>:<dedup value>``, so a
+second start of it is the existing execution (idempotent ids, DESIGN §10) and the signal lists
+it under ``triggered`` all the same. Once every trigger is processed the signal is marked
+dispatched; a gateway that stopped before that dispatches it again when it starts (the derived
+ids make it start nothing twice).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from maestro_gateway.engine.executor import new_record
+from maestro_gateway.errors import EvaluationError, ExecutionError
+from maestro_gateway.journal.base import Journal, SignalRecord, canonical_json
+from maestro_gateway.model.schema import check_input
+from maestro_gateway.model.types import Trigger, Workflow
+from maestro_gateway.resilience.clock import Clock
+from maestro_gateway.server.logfmt import logfmt
+from maestro_gateway.server.registry import WorkflowRegistry
+from maestro_gateway.server.runs import Runs
+
+log = logging.getLogger("maestro_gateway.server")
+
+
+def derived_signal_id(name: str, params: Mapping[str, Any]) -> str:
+    """The id of a signal sent without one: SHA-256 of its name and canonical params (hex)."""
+    text = f"{name}\n{canonical_json(params)}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def signal_value(signal: SignalRecord) -> dict[str, Any]:
+    """``signal`` as templates see it: ``{signal_id, name, params, time}`` (time RFC 3339)."""
+    time = datetime.datetime.fromtimestamp(signal.time, datetime.UTC)
+    return {
+        "signal_id": signal.signal_id,
+        "name": signal.name,
+        "params": dict(signal.params),
+        "time": time.isoformat().replace("+00:00", "Z"),
+    }
+
+
+class Signals:
+    """Receives and dispatches signals for one gateway.
+
+    Args:
+        journal: where signals and the executions they start are recorded.
+        registry: the served workflows (their triggers).
+        runs: starts the executions triggers derive.
+        clock: the wall-clock time of a received signal.
+    """
+
+    def __init__(
+        self, journal: Journal, registry: WorkflowRegistry, runs: Runs, clock: Clock
+    ) -> None:
+        self.journal = journal
+        self.registry = registry
+        self.runs = runs
+        self.clock = clock
+
+    async def send(
+        self,
+        name: str,
+        params: Mapping[str, Any],
+        signal_id: str = "",
+        *,
+        producer: tuple[str, str] = ("", ""),
+    ) -> tuple[SignalRecord, bool]:
+        """Receive a signal; return the stored signal (with its lineage) and whether it was a
+        duplicate (then nothing was done)."""
+        signal = SignalRecord(
+            signal_id=signal_id or derived_signal_id(name, params),
+            name=name,
+            params=dict(params),
+            time=self.clock.wall(),
+            producer_execution=producer[0],
+            producer_step=producer[1],
+        )
+        existing = await self.journal.add_signal(signal)
+        if existing is not None:
+            return existing, True
+        log.info(logfmt("signal_received", id=signal.signal_id, name=name))
+        await self.dispatch(signal)
+        stored = await self.journal.get_signal(signal.signal_id)
+        return stored or signal, False
+
+    async def dispatch(self, signal: SignalRecord) -> None:
+        """Process every trigger on ``signal``'s name, then mark it dispatched."""
+        triggered: list[str] = []
+        not_matched: list[str] = []
+        value = {"signal": signal_value(signal)}
+        for workflow in self.registry.all():
+            for trigger in workflow.triggers:
+                if trigger.signal != signal.name:
+                    continue
+                execution_id = await self._fire(workflow, trigger, signal, value)
+                if execution_id is None:
+                    if workflow.name not in not_matched:
+                        not_matched.append(workflow.name)
+                elif execution_id not in triggered:
+                    triggered.append(execution_id)
+        await self.journal.note_signal(
+            signal.signal_id, triggered=triggered, not_matched=not_matched, dispatched=True
+        )
+
+    async def redispatch(self) -> int:
+        """Dispatch the signals a stopped gateway had not finished dispatching; how many."""
+        pending = await self.journal.undispatched_signals()
+        for signal in pending:
+            await self.dispatch(signal)
+        return len(pending)
+
+    async def _fire(
+        self,
+        workflow: Workflow,
+        trigger: Trigger,
+        signal: SignalRecord,
+        value: dict[str, Any],
+    ) -> str | None:
+        """Start (or find) the execution ``trigger`` derives; None when it does not match."""
+        try:
+            if trigger.when is not None and not trigger.when.evaluate(value):
+                return None
+            input = trigger.input.render(value) if trigger.input is not None else signal.params
+            key = signal.signal_id
+            if trigger.dedup is not None:
+                key = trigger.dedup.render_text(value)
+            check_input(workflow, input)
+        except (EvaluationError, ExecutionError) as exc:
+            log.warning(
+                logfmt(
+                    "trigger_failed",
+                    workflow=workflow.name,
+                    signal=signal.signal_id,
+                    problem=exc.message if isinstance(exc, ExecutionError) else str(exc),
+                )
+            )
+            return None
+        record = new_record(
+            workflow,
+            input,
+            f"{workflow.name}:{key}",
+            clock=self.clock,
+            triggered_by=signal.signal_id,
+        )
+        existing = await self.journal.create(record)
+        if existing is None:
+            self.runs.start(workflow, record, None)
+            log.info(
+                logfmt(
+                    "execution_triggered",
+                    id=record.execution_id,
+                    workflow=workflow.name,
+                    signal=signal.signal_id,
+                )
+            )
+        return record.execution_id
