@@ -18,7 +18,15 @@ every event as it arrives:
 5. Maestro.go compatibility: ``order_rewards``, a workflow in pure Maestro.go format, against the
    loyalty service, written for Maestro.go's envelope protocol (``maestro.v1.MaestroService``):
    once succeeding, once refused by the service (``success: false``) and compensated through
-   ``Compensate``; then what the service received (RPC, method, correlation id).
+   ``Compensate``; then what the service received (RPC, method, correlation id);
+6. more step kinds: ``order_lines`` (``workflows/order-lines.yaml``, checked first with
+   ``maestro validate --connect``) reserves each order line through a ``foreach``, pays through
+   the ``payment`` sub-workflow, routes on the amount with a ``switch``, ships and notifies
+   (``continue_on_error``); the events name the steps by path (``lines[1].reserve``,
+   ``pay.charge``);
+7. the same order while shipping refuses the parcel (a fault injected through its control
+   plane): the gift, the payment's receipt and charge, and every line's reservation are undone,
+   newest first; then which reservations inventory released and what payments received.
 
 It then prints the grpcurl command that does the same by hand. Every process it started is
 stopped at the end, on Ctrl-C/SIGTERM and on failure. Exit status: 0 when every run behaved as
@@ -43,15 +51,18 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
+from google.protobuf import json_format, struct_pb2
 from maestro.v1 import gateway_pb2 as pb
 from maestro.v1 import gateway_pb2_grpc
 
 from demo.gateway import WORKFLOWS, GatewayProcess, start_gateway, write_workflows
 from demo.harness import DEFAULT_PORTS, ROOT, DemoServices, running_services
 from demo.showcase_view import (
+    STEP_WIDTH,
     Outcome,
     check_compensated,
+    check_lines_compensated,
+    check_lines_succeeded,
     check_loyalty_calls,
     check_recovered,
     check_retried,
@@ -76,6 +87,18 @@ ORDER: dict[str, Any] = {
     "address": "1 Main Street, Springfield",
     "email": "ada@example.com",
 }
+
+LINES: dict[str, Any] = {
+    "order_id": "A-1007",
+    "lines": [{"sku": "sku-1", "qty": 2}, {"sku": "sku-2", "qty": 1}, {"sku": "sku-3", "qty": 1}],
+    "amount": 7499,
+    "currency": "EUR",
+    "address": "1 Main Street, Springfield",
+    "email": "ada@example.com",
+}
+"""An input of ``order_lines``: three lines, reserved at most two at a time."""
+PATH_WIDTH = 18
+"""The step column's width in the order-lines scenes, wide enough for ``lines[0].reserve``."""
 
 REWARDS: dict[str, Any] = {
     "order_id": "A-1005",
@@ -126,9 +149,9 @@ def busy_ports(ports: list[int], host: str = "127.0.0.1") -> list[int]:
     return busy
 
 
-def grpcurl_command(address: str, order: dict[str, Any]) -> str:
-    """The grpcurl command line that streams a checkout from the gateway at ``address``."""
-    request = json.dumps({"workflow": "checkout", "input": order}, separators=(",", ":"))
+def grpcurl_command(address: str, order: dict[str, Any], workflow: str = "checkout") -> str:
+    """The grpcurl command line that streams ``workflow`` from the gateway at ``address``."""
+    request = json.dumps({"workflow": workflow, "input": order}, separators=(",", ":"))
     return " ".join(
         [
             ".venv/bin/grpcurl",
@@ -147,9 +170,15 @@ def say(text: str = "") -> None:
 
 
 async def execute(
-    stub: gateway_pb2_grpc.GatewayStub, order: dict[str, Any], workflow: str = "checkout"
+    stub: gateway_pb2_grpc.GatewayStub,
+    order: dict[str, Any],
+    workflow: str = "checkout",
+    width: int = STEP_WIDTH,
 ) -> Outcome:
-    """Execute ``workflow`` with ``order``, printing each event as it arrives."""
+    """Execute ``workflow`` with ``order``, printing each event as it arrives.
+
+    ``width`` is that of the printed step column.
+    """
     request = pb.ExecuteRequest(workflow=workflow, input=struct_pb2.Struct())
     request.input.update(order)
     outcome = Outcome()
@@ -159,7 +188,7 @@ async def execute(
     try:
         async for event in call:
             outcome.events.append(event)
-            say(event_line(event, loop.time() - started))
+            say(event_line(event, loop.time() - started, width))
     except grpc.aio.AioRpcError as error:
         outcome.error = error
     for line in result_lines(outcome):
@@ -322,6 +351,14 @@ async def rewards_scene(gateway: GatewayProcess, demo: DemoServices, workflows: 
     await demo.reset()
     path = workflows / "order-rewards.yaml"
     say(f"  $ maestro validate --connect {path}   (which protocol each service gets)")
+    code, text = await validate_connect(path)
+    if code != 0 or "protocol maestro-go" not in text:
+        problems.append(f"run 6: maestro validate --connect exited {code}: {text}")
+    return problems
+
+
+async def validate_connect(path: Path) -> tuple[int, str]:
+    """Run ``maestro validate --connect PATH``, print what it says; return its status and text."""
     checked = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -335,8 +372,65 @@ async def rewards_scene(gateway: GatewayProcess, demo: DemoServices, workflows: 
     text = (await asyncio.wait_for(checked.communicate(), CALL_TIMEOUT))[0].decode()
     for line in text.rstrip().splitlines():
         say(f"    {line}")
-    if checked.returncode != 0 or "protocol maestro-go" not in text:
-        problems.append(f"run 6: maestro validate --connect exited {checked.returncode}: {text}")
+    return checked.returncode or 0, text
+
+
+async def lines_scenes(gateway: GatewayProcess, demo: DemoServices, workflows: Path) -> list[str]:
+    """Scenes 6 and 7: foreach, a sub-workflow, switch and continue_on_error; then a rollback."""
+    say("━━ 6. one reservation per order line: foreach, a payment sub-workflow, a switch ━━")
+    say("     order_lines: lines (foreach over the order's lines, 2 at a time) → pay (workflow:")
+    say("     payment, i.e. charge → receipt) → route (switch on the amount) → ship → notify")
+    path = workflows / "order-lines.yaml"
+    say(f"  $ maestro validate --connect {path}   (its sub-workflow payment.yaml too)")
+    problems: list[str] = []
+    code, text = await validate_connect(path)
+    if code != 0 or "payment.yaml" not in text:
+        problems.append(f"run 7: maestro validate --connect exited {code}: {text}")
+    async with grpc.aio.insecure_channel(gateway.address) as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        say(f"input: {json.dumps(LINES)}")
+        outcome = await execute(stub, LINES, "order_lines", PATH_WIDTH)
+        problems += check_lines_succeeded(outcome, "run 7")
+        await demo.reset()
+
+        say()
+        say(
+            "━━ 7. shipping refuses the parcel: every line's reservation is undone, the payment refunded ━━"
+        )
+        say(
+            "     (FAILED_PRECONDITION injected on CreateShipment through shipping's control plane);"
+        )
+        say("     the rollback runs newest first, into the payment sub-workflow and back out")
+        await demo.shipping.control.add_fault(
+            method="CreateShipment",
+            code="FAILED_PRECONDITION",
+            message="no carrier serves this address today",
+            times=1,
+        )
+        order = {**LINES, "order_id": "A-1008"}
+        outcome = await execute(stub, order, "order_lines", PATH_WIDTH)
+    inventory = await demo.inventory.control.calls()
+    payments = await demo.payments.control.calls()
+    reserved_by = {
+        output.get("id"): e.step_succeeded.step_id
+        for e in outcome.events
+        if e.HasField("step_succeeded")
+        and isinstance(output := json_format.MessageToDict(e.step_succeeded.output), dict)
+    }
+    released = [
+        f"{rid} ({reserved_by.get(rid, '?').removesuffix('.reserve')})"
+        for c in inventory
+        if c.method == "Release" and isinstance(c.request, dict)
+        for rid in [c.request.get("reservation_id")]
+    ]
+    say(f"  inventory released {', '.join(released)}")
+    for call in payments:
+        request = call.request if isinstance(call.request, dict) else {}
+        details = request.get("payment_id") or request.get("order_id", "")
+        reason = f"  reason: {request['reason']!r}" if request.get("reason") else ""
+        say(f"  payments received {call.method} {details}{reason}")
+    problems += check_lines_compensated(outcome, "run 8", inventory, payments)
+    await demo.reset()
     return problems
 
 
@@ -353,6 +447,7 @@ def print_try_it(gateway: GatewayProcess, keep: bool) -> None:
         )
         say("  (or `make demo SHOWCASE_ARGS=--keep`, which leaves this demo running)")
     say(f"  {grpcurl_command(address, ORDER)}")
+    say(f"  {grpcurl_command(address, LINES, 'order_lines')}")
     say(f"  .venv/bin/grpcurl -plaintext {address} describe maestro.v1.Gateway")
     say("  docs/calling.md has more, and a Node.js client.")
 
@@ -397,6 +492,8 @@ async def showcase(args: argparse.Namespace, stop: asyncio.Event, keeping: async
                 gateway = gateways.current or gateway
                 say()
                 problems += await rewards_scene(gateway, demo, Path(workflows))
+                say()
+                problems += await lines_scenes(gateway, demo, Path(workflows))
                 print_try_it(gateway, args.keep)
                 if args.keep and not problems:
                     say()

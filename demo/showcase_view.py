@@ -9,6 +9,7 @@ the walk-through says it will.
 from __future__ import annotations
 
 import json
+import textwrap
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,8 +23,25 @@ from maestro.v1 import gateway_pb2 as pb
 from demo.control_client import RecordedCall
 
 OUTPUT_WIDTH = 72
+STEP_WIDTH = 15
+"""The width of the step column; the order-lines scenes widen it for paths (``lines[0].reserve``)."""
+LINE_WIDTH = 100
+"""Where the list of step states in a result wraps."""
 STEPS = ("reserve", "charge", "notify", "ship")
 REWARD_STEPS = ("enroll", "award", "gift", "upgrade")
+LINE_STEPS = (
+    "lines[0].reserve",
+    "lines[1].reserve",
+    "lines[2].reserve",
+    "pay.charge",
+    "pay.receipt",
+    "gift",
+    "ship",
+    "notify",
+)
+"""The call steps of an ``order_lines`` run over three lines that succeeds."""
+UNDONE_LINE_STEPS = frozenset(LINE_STEPS) - {"ship", "notify"}
+"""What an ``order_lines`` run whose shipment fails undoes."""
 
 
 @dataclass
@@ -88,8 +106,11 @@ def _status_name(status: int) -> str:
     return str(pb.ExecutionStatus.Name(status)).removeprefix("EXECUTION_STATUS_")
 
 
-def event_line(event: pb.ExecutionEvent, elapsed: float) -> str:
-    """One readable line for ``event``, received ``elapsed`` seconds into the call."""
+def event_line(event: pb.ExecutionEvent, elapsed: float, width: int = STEP_WIDTH) -> str:
+    """One readable line for ``event``, received ``elapsed`` seconds into the call.
+
+    ``width`` is that of the step column (the step id or path).
+    """
     kind = event.WhichOneof("event") or "?"
     head = f"  {f'+{elapsed:.3f}s':>8}  #{event.sequence:<3} {kind:<23}"
     if kind == "?":
@@ -102,7 +123,7 @@ def event_line(event: pb.ExecutionEvent, elapsed: float) -> str:
     if kind == "finished":
         result = body.result
         return f"{head}{_status_name(result.status):<15} after {_ms(result.duration)}"
-    text = f"{head}{body.step_id:<15}"
+    text = f"{head}{body.step_id:<{width}}"
     if kind != "step_skipped":
         text += f" attempt {body.attempt}"
     if kind == "step_succeeded":
@@ -133,7 +154,9 @@ def result_lines(outcome: Outcome) -> list[str]:
         f"{step.step_id} {pb.StepStatus.Name(step.status).removeprefix('STEP_STATUS_')}"
         for step in result.steps
     )
-    lines.append(f"  steps:  {steps}")
+    lines += textwrap.wrap(
+        steps, LINE_WIDTH, initial_indent="  steps:  ", subsequent_indent=" " * 10
+    )
     return lines
 
 
@@ -288,4 +311,85 @@ def check_retried(outcome: Outcome, label: str, **retries: int) -> list[str]:
     seen = Counter(e.step_retrying.step_id for e in outcome.events if e.HasField("step_retrying"))
     if dict(seen) != retries:
         problems.append(f"{label}: retries {dict(seen)}, expected {retries}")
+    return problems
+
+
+def _succeeded(outcome: Outcome) -> list[str]:
+    return [e.step_succeeded.step_id for e in outcome.events if e.HasField("step_succeeded")]
+
+
+def _outputs(outcome: Outcome) -> dict[str, Any]:
+    """Each succeeded step's output, by step id (or path)."""
+    return {
+        e.step_succeeded.step_id: json_format.MessageToDict(e.step_succeeded.output)
+        for e in outcome.events
+        if e.HasField("step_succeeded")
+    }
+
+
+def _undone(outcome: Outcome) -> list[str]:
+    return [
+        e.compensation_succeeded.step_id
+        for e in outcome.events
+        if e.HasField("compensation_succeeded")
+    ]
+
+
+def check_lines_succeeded(outcome: Outcome, label: str, lines: int = 3) -> list[str]:
+    """Problems with an ``order_lines`` run over ``lines`` order lines expected to succeed.
+
+    Every call step succeeds under its path (``lines[1].reserve``, ``pay.charge``), the review
+    branch is skipped, and the output lists the reservations in line order.
+    """
+    steps = tuple(f"lines[{i}].reserve" for i in range(lines)) + LINE_STEPS[3:]
+    problems = check_succeeded(outcome, label, steps)
+    if outcome.kinds("review") != ["step_skipped"]:
+        problems.append(f"{label}: review: {outcome.kinds('review')}, expected step_skipped")
+    outputs = _outputs(outcome)
+    in_order = [outputs.get(f"lines[{i}].reserve", {}).get("id") for i in range(lines)]
+    result = outcome.result
+    if result is not None and result.status == pb.EXECUTION_STATUS_SUCCEEDED:
+        output = json_format.MessageToDict(result.output)
+        if output.get("reservations") != in_order:
+            problems.append(
+                f"{label}: reservations {output.get('reservations')}, expected {in_order}"
+            )
+    return problems
+
+
+def check_lines_compensated(
+    outcome: Outcome, label: str, inventory: list[RecordedCall], payments: list[RecordedCall]
+) -> list[str]:
+    """Problems with an ``order_lines`` run whose shipment fails: all undone, newest first.
+
+    The compensations are the reverse of the completions (each line's reservation, the
+    payment's receipt and charge inside the sub-workflow, the gift); inventory released the
+    reservations in that order, and payments refunded the charge.
+    """
+    problems = _common(outcome, label)
+    result = outcome.result
+    if result is not None:
+        if result.status != pb.EXECUTION_STATUS_COMPENSATED:
+            problems.append(f"{label}: status {_status_name(result.status)}, expected COMPENSATED")
+        if (result.error.step_id, result.error.code) != ("ship", "FAILED_PRECONDITION"):
+            problems.append(f"{label}: error {result.error}, expected ship FAILED_PRECONDITION")
+    if outcome.code != grpc.StatusCode.FAILED_PRECONDITION:
+        problems.append(
+            f"{label}: the call ended with {outcome.code.name}, not FAILED_PRECONDITION"
+        )
+    done = [step for step in _succeeded(outcome) if step in UNDONE_LINE_STEPS]
+    undone = _undone(outcome)
+    if undone != list(reversed(done)) or set(undone) != UNDONE_LINE_STEPS:
+        problems.append(f"{label}: compensated {undone}, expected the reverse of {done}")
+    outputs = _outputs(outcome)
+    newest_first = [
+        outputs[step].get("id")
+        for step in reversed(done)
+        if step == "gift" or step.startswith("lines[")
+    ]
+    released = [c.request.get("reservation_id") for c in inventory if c.method == "Release"]
+    if released != newest_first:
+        problems.append(f"{label}: inventory released {released}, expected {newest_first}")
+    if [c.method for c in payments] != ["Charge", "Refund"]:
+        problems.append(f"{label}: payments received {[c.method for c in payments]}")
     return problems

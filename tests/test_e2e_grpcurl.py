@@ -25,6 +25,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 # grpcurl exits with 64 + the gRPC status code when the RPC fails.
 EXIT_INVALID_ARGUMENT, EXIT_DEADLINE_EXCEEDED, EXIT_NOT_FOUND = 67, 68, 69
+EXIT_FAILED_PRECONDITION = 73
 DETAIL = re.compile(r"^\s*\d+\)\s+(\{.*\})\s*$", re.MULTILINE)
 
 
@@ -75,7 +76,7 @@ def details(stderr: str) -> list[dict[str, Any]]:
 
 
 async def test_list_and_describe_through_reflection(stack: Stack) -> None:
-    """grpcurl lists the gateway, health and reflection, the ten RPCs, and describes Execute."""
+    """grpcurl lists the gateway, health and reflection, the thirteen RPCs, and describes Execute."""
     listed = await grpcurl(stack, "list")
     assert listed.code == 0, listed.stderr
     assert {
@@ -88,10 +89,13 @@ async def test_list_and_describe_through_reflection(stack: Stack) -> None:
         "CancelExecution",
         "Execute",
         "GetExecution",
+        "GetSignal",
         "GetWorkflow",
         "ListExecutions",
+        "ListSignals",
         "ListWorkflows",
         "Run",
+        "SendSignal",
         "Start",
         "ValidateWorkflow",
         "WatchExecution",
@@ -240,3 +244,108 @@ async def test_health_check(stack: Stack) -> None:
         assert events(done.stdout) == [{"status": "SERVING"}]
     unknown = await grpcurl(stack, "grpc.health.v1.Health/Check", data={"service": "nope"})
     assert unknown.code == EXIT_NOT_FOUND
+
+
+LINES_ORDER: dict[str, Any] = {
+    "order_id": "E2E-LINES",
+    "lines": [{"sku": "sku-1", "qty": 2}, {"sku": "sku-2", "qty": 1}, {"sku": "sku-3", "qty": 1}],
+    "amount": 7499,
+    "address": "1 Main Street, Springfield",
+    "email": "ada@example.com",
+}
+LINE_PATHS = ["lines[0].reserve", "lines[1].reserve", "lines[2].reserve"]
+
+
+def step_ids(received: list[dict[str, Any]], event: str) -> list[str]:
+    """The ``step_id`` of each streamed event of kind ``event``, in order."""
+    return [e[event]["step_id"] for e in received if event in e]
+
+
+async def test_step_kinds_stream_paths_and_get_execution_keeps_them(stack: Stack) -> None:
+    """order_lines (foreach, sub-workflow, switch) streams lines[1].reserve and pay.charge, and
+    GetExecution's step results carry the same ids."""
+    done = await grpcurl(
+        stack,
+        "maestro.v1.Gateway/Execute",
+        data={"workflow": "order_lines", "input": LINES_ORDER, "execution_id": "grpcurl-lines"},
+    )
+    assert done.code == 0, done.stderr
+    received = events(done.stdout)
+    assert [e["sequence"] for e in received] == list(range(1, len(received) + 1))
+    started = step_ids(received, "step_started")
+    assert [s for s in started if s.startswith("lines[")] == LINE_PATHS
+    assert started[: started.index("lines[0].reserve")] == ["lines"]
+    assert started[started.index("pay") + 1 : started.index("pay") + 3] == [
+        "pay.charge",
+        "pay.receipt",
+    ]
+    succeeded = step_ids(received, "step_succeeded")
+    assert set(succeeded) >= {*LINE_PATHS, "lines", "pay.charge", "pay.receipt", "pay", "gift"}
+    assert step_ids(received, "step_skipped") == ["review"]
+    streamed = {
+        e["step_succeeded"]["step_id"]: e["step_succeeded"]["output"]
+        for e in received
+        if "step_succeeded" in e
+    }
+    result = received[-1]["finished"]["result"]
+    assert result["status"] == "EXECUTION_STATUS_SUCCEEDED"
+    assert result["output"]["reservations"] == [streamed[p]["id"] for p in LINE_PATHS]
+    assert result["output"]["payment"] == streamed["pay.charge"]["id"]
+
+    shown = await grpcurl(
+        stack, "maestro.v1.Gateway/GetExecution", data={"execution_id": "grpcurl-lines"}
+    )
+    assert shown.code == 0, shown.stderr
+    (execution,) = events(shown.stdout)
+    assert execution["status"] == "EXECUTION_STATUS_SUCCEEDED"
+    steps = {s["step_id"]: s for s in execution["result"]["steps"]}
+    assert set(steps) == {
+        "lines",
+        *LINE_PATHS,
+        "pay",
+        "pay.charge",
+        "pay.receipt",
+        "route",
+        "review",
+        "gift",
+        "ship",
+        "notify",
+    }
+    assert steps["lines[1].reserve"]["status"] == "STEP_STATUS_SUCCEEDED"
+    assert steps["lines[1].reserve"]["output"] == streamed["lines[1].reserve"]
+    assert steps["pay.charge"]["output"]["id"] == streamed["pay.charge"]["id"]
+    assert steps["review"]["status"] == "STEP_STATUS_SKIPPED"
+    charges = await stack.demo.payments.control.calls()
+    assert [(c.method, c.request["order_id"]) for c in charges] == [("Charge", "E2E-LINES")]
+
+
+async def test_a_failed_shipment_undoes_every_line_and_the_payment_by_path(stack: Stack) -> None:
+    """Shipping refusing the parcel streams compensations of pay.receipt, pay.charge and each
+    line, newest first; GetExecution shows them COMPENSATED and ship as the cause."""
+    await stack.demo.shipping.control.add_fault(
+        method="CreateShipment", code="FAILED_PRECONDITION", message="no carrier", times=1
+    )
+    done = await grpcurl(
+        stack,
+        "maestro.v1.Gateway/Execute",
+        data={"workflow": "order_lines", "input": LINES_ORDER, "execution_id": "grpcurl-lines-2"},
+    )
+    assert done.code == EXIT_FAILED_PRECONDITION, done.stderr
+    received = events(done.stdout)
+    undone = step_ids(received, "compensation_succeeded")
+    completed = [s for s in step_ids(received, "step_succeeded") if s in set(undone)]
+    assert undone == completed[::-1]
+    assert set(undone) == {*LINE_PATHS, "pay.charge", "pay.receipt", "gift"}
+    shown = await grpcurl(
+        stack, "maestro.v1.Gateway/GetExecution", data={"execution_id": "grpcurl-lines-2"}
+    )
+    (execution,) = events(shown.stdout)
+    assert execution["status"] == "EXECUTION_STATUS_COMPENSATED"
+    assert execution["result"]["error"]["step_id"] == "ship"
+    statuses = {s["step_id"]: s["status"] for s in execution["result"]["steps"]}
+    for path in (*LINE_PATHS, "pay.charge", "pay.receipt"):
+        assert statuses[path] == "STEP_STATUS_COMPENSATED", path
+    releases = await stack.demo.inventory.control.calls()
+    assert [c.method for c in releases].count("Release") == 4
+    payments = await stack.demo.payments.control.calls()
+    assert [c.method for c in payments] == ["Charge", "Refund"]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 from e2e_support import run_program
 
 
-async def test_showcase_runs_the_five_scenes_and_exits_0() -> None:
-    """The showcase streams the runs, the compensation, ErrorInfo, the crash and the Maestro.go
-    scene (an envelope service, compensated through Compensate), and exits 0."""
+async def test_showcase_runs_the_seven_scenes_and_exits_0() -> None:
+    """The showcase streams the runs, the compensation, ErrorInfo, the crash, the Maestro.go
+    scene (an envelope service, compensated through Compensate) and the order-lines scenes
+    (paths of foreach and sub-workflow steps, a rollback line by line), and exits 0."""
     done = await run_program([sys.executable, "-m", "demo.showcase", "--free-ports"], limit=50)
     assert done.code == 0, done.stdout + done.stderr
     out = done.stdout
@@ -32,5 +34,14 @@ async def test_showcase_runs_the_five_scenes_and_exits_0() -> None:
         in out
     )
     assert "note: services.inventory: protocol grpc" in out
+    assert "━━ 6. one reservation per order line" in out
+    assert re.search(r"/payment.yaml:\d+:\d+: note: services.payments: protocol grpc", out)
+    assert "step_started           lines[1].reserve   attempt 1" in out
+    assert "step_succeeded         pay.charge         attempt 1" in out
+    assert "step_skipped           review             switch 'route' took branch 1" in out
+    assert "━━ 7. shipping refuses the parcel" in out
+    assert "compensation_succeeded pay.charge" in out
+    assert "compensation_succeeded lines[0].reserve" in out
+    assert "reason: 'rollback after ship failed: FAILED_PRECONDITION'" in out
     assert "maestro.v1.Gateway/Execute" in out
     assert out.rstrip().endswith("demo: every run behaved as expected")

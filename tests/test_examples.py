@@ -7,16 +7,30 @@ from pathlib import Path
 import pytest
 import yaml
 
+from maestro_gateway.model.bundle import load_linked
 from maestro_gateway.model.loader import load_file
-from maestro_gateway.model.types import CallStep, GrpcMethod, HttpMethod, ParallelStep
+from maestro_gateway.model.types import (
+    CallStep,
+    ForeachStep,
+    GrpcMethod,
+    HttpMethod,
+    ParallelStep,
+    SwitchStep,
+    WorkflowStep,
+)
 
 WORKFLOWS = Path(__file__).parent.parent / "workflows"
 FILES = sorted(WORKFLOWS.glob("*.yaml"))
 
 
 def test_there_are_examples() -> None:
-    """The checkout example and the Maestro.go-style example exist."""
-    assert {p.name for p in FILES} >= {"checkout.yaml", "maestro-go-style.yaml"}
+    """The checkout, Maestro.go-style, order-lines and payment examples exist."""
+    assert {p.name for p in FILES} >= {
+        "checkout.yaml",
+        "maestro-go-style.yaml",
+        "order-lines.yaml",
+        "payment.yaml",
+    }
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
@@ -81,3 +95,34 @@ def test_order_rewards_is_pure_maestro_go_format() -> None:
     workflow = load_file(str(WORKFLOWS / "order-rewards.yaml"))
     assert workflow.services["loyalty"].protocol == "auto"
     assert workflow.services["loyalty"].endpoint == "127.0.0.1:50054"
+
+
+def test_order_lines_runs_the_payment_workflow_through_the_kinds() -> None:
+    """order-lines: a foreach per line, the payment sub-workflow (linked), a switch, a notify
+    that may fail; payment: Charge compensated by Refund, with an input schema."""
+    workflow = load_linked(str(WORKFLOWS / "order-lines.yaml"))
+    lines, pay, route, ship, notify = workflow.steps
+    assert isinstance(lines, ForeachStep)
+    assert (lines.item_name, lines.output) == ("line", "reservations")
+    assert lines.concurrency is not None
+    assert lines.concurrency.render({"input": {"lines": [{}] * 3}}) == 2
+    (reserve,) = lines.steps
+    assert isinstance(reserve, CallStep)
+    assert reserve.compensate is not None
+    assert reserve.compensate.method == GrpcMethod("shop.v1.Inventory", "Release")
+    assert isinstance(pay, WorkflowStep)
+    assert pay.child is not None
+    assert pay.child.name == "payment"
+    assert pay.child.path == str(WORKFLOWS / "payment.yaml")
+    assert isinstance(route, SwitchStep)
+    assert [branch.when is None for branch in route.branches] == [False, True]
+    assert isinstance(ship, CallStep)
+    assert isinstance(notify, CallStep)
+    assert notify.continue_on_error
+    payment = pay.child
+    assert payment.input_schema is not None
+    assert {"order_id", "amount"} <= set(payment.input_schema["required"])
+    charge = payment.step("charge")
+    assert isinstance(charge, CallStep)
+    assert charge.compensate is not None
+    assert charge.compensate.method == GrpcMethod("shop.v1.Payments", "Refund")

@@ -14,6 +14,7 @@ from grpc_testkit import RunningServer, Schema, compile_protoset, start_server
 
 from maestro_gateway.cli import main
 from maestro_gateway.cli.connect import check_workflows
+from maestro_gateway.model.bundle import load_together
 from maestro_gateway.model.loader import load_file
 
 HEADER = """\
@@ -649,3 +650,164 @@ async def test_cli_connect_prints_the_protocol_notes_on_stderr(
         "maestro.v1.MaestroService)",
         "2 file(s) valid",
     ]
+
+
+async def test_calls_in_a_foreach_body_are_checked(server: RunningServer, tmp_path: Path) -> None:
+    """Inside a foreach body an unknown method or request field is reported at its position."""
+    text = (
+        HEADER
+        + """\
+  - id: lines
+    foreach: "{{ input.lines }}"
+    as: line
+    steps:
+      - id: a
+        service: k
+        method: testing.v1.Kitchen/Who
+        input: {s: "{{ line.s }}", inner: {lable: "{{ line.label }}"}}
+        compensate:
+          method: testing.v1.Kitchen/Undo
+          input: {s: "{{ a.ss }}"}
+      - id: b
+        service: k
+        method: testing.v1.Mirror/Ecco
+"""
+    )
+    path = write(tmp_path, text, server.endpoint)
+    assert await check(path) == [
+        f"{at(path, 'lable')}: steps.a.input.inner.lable: unknown field 'lable' in "
+        "testing.v1.Inner (did you mean 'label'?)",
+        f"{at(path, 'testing.v1.Kitchen/Undo')}: steps.a.compensate.method: service "
+        "'testing.v1.Kitchen' has no method 'Undo'; its methods: Chat, Count, Echo, Fail, Sleep, "
+        "Sum, Who",
+        f"{at(path, 'ss }}')}: steps.a.compensate.input.s: a.ss: {EVERYTHING} has no field 'ss' "
+        "(did you mean 's'?)",
+        f"{at(path, 'testing.v1.Mirror')}: steps.b.method: service 'testing.v1.Mirror' has no "
+        "method 'Ecco'; its methods: Echo, Reflect",
+    ]
+
+
+async def test_calls_nested_in_loops_switches_and_parallel_groups(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """A parallel group in a switch branch in a loop body is checked, and so is ``until``."""
+    text = (
+        HEADER
+        + """\
+  - id: poll
+    loop:
+      steps:
+        - id: route
+          switch:
+            - when: "{{ iteration > 0 }}"
+              steps:
+                - parallel:
+                    - {id: a, service: k, method: Who, input: {i33: 1}}
+                    - {id: b, service: k, method: testing.v1.Mirror/Echo2}
+            - steps:
+                - id: c
+                  service: k
+                  method: testing.v1.Mirror/Reflect
+                  input: {inner: {n: x}}
+      until: "{{ c != null && c.inerr.n > 2 }}"
+      max_iterations: 3
+"""
+    )
+    path = write(tmp_path, text, server.endpoint)
+    assert await check(path) == [
+        f"{at(path, 'i33')}: steps.a.input.i33: unknown field 'i33' in {EVERYTHING} "
+        "(did you mean 'i32'?)",
+        f"{at(path, 'testing.v1.Mirror/Echo2')}: steps.b.method: service 'testing.v1.Mirror' "
+        "has no method 'Echo2'; its methods: Echo, Reflect",
+        f"{at(path, 'x}}')}: steps.c.input.inner.n: field 'n' of testing.v1.Inner is int32; "
+        "expected an integer, got the string 'x'",
+        f"{at(path, 'inerr')}: steps.poll.loop.until: c.inerr: {EVERYTHING} has no field "
+        "'inerr' (did you mean 'inner'?)",
+    ]
+
+
+async def test_selections_in_the_templates_of_the_kinds(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """The templates a kind holds itself (foreach, concurrency, branch when, fail) are checked."""
+    text = (
+        HEADER
+        + """\
+  - id: a
+    service: k
+    method: testing.v1.Kitchen/Echo
+  - id: each
+    foreach: "{{ a.itemz }}"
+    concurrency: "{{ a.i33 }}"
+    steps:
+      - {id: b, service: k, method: Who, input: {s: "{{ item.label }}"}}
+  - id: pick
+    switch:
+      - when: "{{ a.bb }}"
+        steps: [{id: c, service: k, method: Who, input: {s: "{{ a.items }}"}}]
+  - id: stop
+    when: "{{ a.colr == 'COLOR_RED' }}"
+    fail: {code: ABORTED, message: "{{ a.ss }}"}
+"""
+    )
+    path = write(tmp_path, text, server.endpoint)
+    assert await check(path) == [
+        f"{at(path, 'itemz')}: steps.each.foreach: a.itemz: {EVERYTHING} has no field 'itemz' "
+        "(did you mean 'items'?)",
+        f"{at(path, 'i33')}: steps.each.concurrency: a.i33: {EVERYTHING} has no field 'i33' "
+        "(did you mean 'i32'?)",
+        f"{at(path, 'bb')}: steps.pick.switch[0].when: a.bb: {EVERYTHING} has no field 'bb' "
+        "(did you mean 'b'?)",
+        f"{at(path, 'colr')}: steps.stop.when: a.colr: {EVERYTHING} has no field 'colr' "
+        "(did you mean 'color'?)",
+        f"{at(path, 'ss }}')}: steps.stop.fail.message: a.ss: {EVERYTHING} has no field 'ss' "
+        "(did you mean 's'?)",
+    ]
+
+
+CHILD = """\
+name: child
+services:
+  k: {endpoint: "EP"}
+steps:
+  - id: each
+    foreach: "{{ input.items }}"
+    steps:
+      - {id: x, service: k, method: Who, input: {nme: "{{ item }}"}}
+"""
+
+PARENT = """\
+name: parent
+services:
+  k: {endpoint: "EP"}
+steps:
+  - id: a
+    service: k
+    method: testing.v1.Kitchen/Echo
+  - id: run
+    workflow: child
+    input: {items: "{{ a.itemz }}"}
+"""
+
+
+async def test_sub_workflows_are_checked_in_their_own_files(
+    server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A workflow's sub-workflows are checked with it, once, their problems in their own file."""
+    parent = write(tmp_path, PARENT, server.endpoint, "parent.yaml")
+    child = write(tmp_path, CHILD, server.endpoint, "child.yaml")
+    expected = [
+        f"{child}:{at(child, 'nme')}: steps.x.input.nme: unknown field 'nme' in {EVERYTHING} "
+        "(did you mean 'name'?)",
+        f"{parent}:{at(parent, 'itemz')}: steps.run.input.items: a.itemz: {EVERYTHING} has no "
+        "field 'itemz' (did you mean 'items'?)",
+    ]
+    # Given alone, the parent brings its child; given together, the child is checked once.
+    for files in ([parent], [parent, child]):
+        loaded = [r.workflow for r in load_together([str(f) for f in files])]
+        assert all(w is not None for w in loaded)
+        found = await check_workflows([w for w in loaded if w is not None], report=None)
+        assert sorted(str(d) for d in found) == sorted(expected)
+    code = await asyncio.to_thread(main, ["validate", "--connect", str(parent)])
+    assert code == 1
+    assert capsys.readouterr().out.splitlines() == sorted(expected)

@@ -10,10 +10,17 @@ timeout. Then, statically, for every gRPC call and compensation:
 * every template selection ``<output>.<field>…`` / ``steps.<id>.output.<field>…`` on the output
   of a gRPC step names real fields of its response message (``schema_check.ReferenceChecker``).
 
+Call steps are found at every nesting level (foreach and loop bodies, switch branches,
+parallel groups inside them, DESIGN §12), and selections are also checked in the templates the
+kinds themselves hold (``foreach``, ``concurrency``, a branch's ``when``, a loop's ``until``, a
+sub-workflow's ``input``, a ``fail`` message). The sub-workflows a workflow runs are checked
+too, each in its own file, once however many workflows run it.
+
 Problems are ``Diagnostic``s at the YAML node concerned, found by re-walking the file's node
-tree (the immutable ``Workflow`` keeps step positions only). HTTP services have no schema and
-are not checked. A service whose descriptors cannot be loaded is one diagnostic at its
-``endpoint`` (or ``descriptors``) node; the calls to it are then not checked further.
+tree (the immutable ``Workflow`` keeps step positions only; step ids are unique in a file, nested
+steps included, so the nodes are found by id). HTTP services have no schema and are not checked.
+A service whose descriptors cannot be loaded is one diagnostic at its ``endpoint`` (or
+``descriptors``) node; the calls to it are then not checked further.
 
 The protocol chosen for each gRPC service (its own methods, or Maestro.go's envelope; DESIGN
 §9) is reported as a note, ``file:line:col: note: services.<name>: protocol …`` at the
@@ -47,6 +54,8 @@ from maestro_gateway.model.types import (
     ReflectionSource,
     Service,
     Workflow,
+    WorkflowStep,
+    walk,
 )
 from maestro_gateway.model.yamlnodes import (
     MappingNode,
@@ -108,7 +117,7 @@ class DescriptorLoader:
 
 @dataclass
 class _StepNodes:
-    """The YAML nodes of one call step: its keys, and its compensation's keys."""
+    """The YAML nodes of one step: its keys, and its compensation's keys."""
 
     node: Node
     fields: dict[str, Node]
@@ -121,22 +130,51 @@ def _fields(node: Node | None) -> dict[str, Node]:
     return {str(k.value): v for k, v in pairs(node) if isinstance(k, ScalarNode)}
 
 
+def _elements(node: Node | None) -> list[Node]:
+    return list(node.value) if isinstance(node, SequenceNode) else []
+
+
+def _nested_lists(fields: dict[str, Node]) -> list[Node | None]:
+    """The step lists a step's node holds: a group's children, a body, each branch's steps."""
+    if "parallel" in fields:
+        return [fields["parallel"]]
+    if "foreach" in fields:
+        return [fields.get("steps")]
+    if "loop" in fields:
+        return [_fields(fields["loop"]).get("steps")]
+    if "switch" in fields:
+        return [_fields(entry).get("steps") for entry in _elements(fields["switch"])]
+    return []
+
+
 def _step_nodes(root: Node) -> dict[str, _StepNodes]:
-    """Every call step's nodes by step id, parallel children included."""
+    """Every step's nodes by step id, at every nesting level (ids are unique in the file)."""
     out: dict[str, _StepNodes] = {}
-    steps = _fields(root).get("steps")
-    elements = steps.value if isinstance(steps, SequenceNode) else []
-    for element in elements:
-        fields = _fields(element)
-        children = fields.get("parallel")
-        group = children.value if isinstance(children, SequenceNode) else [element]
-        for child in group:
-            child_fields = _fields(child)
-            id_node = child_fields.get("id")
+    pending = [_fields(root).get("steps")]
+    while pending:
+        for element in _elements(pending.pop()):
+            fields = _fields(element)
+            pending.extend(_nested_lists(fields))
+            id_node = fields.get("id")
             if isinstance(id_node, ScalarNode):
-                compensate = _fields(child_fields.get("compensate"))
-                out[str(id_node.value)] = _StepNodes(child, child_fields, compensate)
+                compensate = _fields(fields.get("compensate"))
+                out[str(id_node.value)] = _StepNodes(element, fields, compensate)
     return out
+
+
+def with_children(workflows: Iterable[Workflow]) -> list[Workflow]:
+    """``workflows`` and every sub-workflow they run (at any depth), each once, in that order."""
+    out: dict[int, Workflow] = {}
+    pending = list(workflows)
+    while pending:
+        workflow = pending.pop(0)
+        if id(workflow) in out:
+            continue
+        out[id(workflow)] = workflow
+        pending.extend(
+            s.child for s in walk(workflow.steps) if isinstance(s, WorkflowStep) and s.child
+        )
+    return list(out.values())
 
 
 class _WorkflowCheck:
@@ -268,26 +306,48 @@ class _WorkflowCheck:
         if not self.outputs:
             return
         refs = ReferenceChecker(self.ctx, self.outputs, self.by_step)
-        for step in self.workflow.call_steps():
+        for step in walk(self.workflow.steps):
             nodes = self.steps.get(step.id)
             if nodes is None:
                 continue
-            for fields, where in (
-                (nodes.fields, f"steps.{step.id}"),
-                (nodes.compensate, f"steps.{step.id}.compensate"),
-            ):
-                for key in ("input", "metadata", "headers"):
-                    if key in fields:
-                        refs.value(fields[key], f"{where}.{key}")
-                method = fields.get("method")
-                if isinstance(method, ScalarNode) and is_template(method):
-                    refs.text(method, f"{where}.method")
-            when = nodes.fields.get("when")
+            where = f"steps.{step.id}"
+            fields = nodes.fields
+            if isinstance(step, CallStep):
+                self._call_references(refs, nodes, where)
+            else:
+                self._kind_references(refs, fields, where)
+            when = fields.get("when")
             if isinstance(when, ScalarNode):
-                refs.text(when, f"steps.{step.id}.when", bare=True)
+                refs.text(when, f"{where}.when", bare=True)
         output = _fields(self.root).get("output")
         if output is not None:
             refs.value(output, "output")
+
+    def _call_references(self, refs: ReferenceChecker, nodes: _StepNodes, where: str) -> None:
+        """The selections in a call step's and its compensation's templates."""
+        for fields, at in ((nodes.fields, where), (nodes.compensate, f"{where}.compensate")):
+            for key in ("input", "metadata", "headers"):
+                if key in fields:
+                    refs.value(fields[key], f"{at}.{key}")
+            method = fields.get("method")
+            if isinstance(method, ScalarNode) and is_template(method):
+                refs.text(method, f"{at}.method")
+
+    def _kind_references(self, refs: ReferenceChecker, fields: dict[str, Node], where: str) -> None:
+        """The selections in the templates a kind holds itself (its body steps are checked apart)."""
+        for key in ("foreach", "concurrency", "input"):
+            if key in fields:
+                refs.value(fields[key], f"{where}.{key}")
+        for b, entry in enumerate(_elements(fields.get("switch"))):
+            when = _fields(entry).get("when")
+            if isinstance(when, ScalarNode):
+                refs.text(when, f"{where}.switch[{b}].when", bare=True)
+        until = _fields(fields.get("loop")).get("until")
+        if isinstance(until, ScalarNode):
+            refs.text(until, f"{where}.loop.until", bare=True)
+        message = _fields(fields.get("fail")).get("message")
+        if isinstance(message, ScalarNode):
+            refs.text(message, f"{where}.fail.message")
 
 
 def print_note(line: str) -> None:
@@ -330,16 +390,17 @@ async def check_workflows(
     """Check several workflows concurrently, loading each distinct service's descriptors once.
 
     Args:
-        workflows: loaded workflows.
+        workflows: loaded workflows; the sub-workflows linked to their ``workflow`` steps
+            (``maestro_gateway.model.bundle``) are checked with them, each once.
         load_timeout: bound of loading one service's descriptors, in seconds.
         report: receives the protocol notes of every workflow, sorted by file and position
             (default: printed on stderr; None: no notes).
 
     Returns:
-        Every problem of every workflow, sorted.
+        Every problem of every workflow (sub-workflows included, in their own files), sorted.
     """
     async with DescriptorLoader(load_timeout) as loader, asyncio.TaskGroup() as group:
-        checks = [_WorkflowCheck(w, loader) for w in workflows]
+        checks = [_WorkflowCheck(w, loader) for w in with_children(workflows)]
         tasks = [group.create_task(c.run()) for c in checks]
     if report is not None:
         for note in sorted(n for c in checks for n in c.notes):

@@ -38,7 +38,7 @@ from maestro_gateway.cli import USAGE_ERROR
 from maestro_gateway.cli.limits import add_yaml_arguments, apply_yaml_limits
 from maestro_gateway.errors import Diagnostic
 from maestro_gateway.model.bundle import load_together
-from maestro_gateway.model.types import Workflow, WorkflowStep, walk
+from maestro_gateway.model.types import Workflow
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,24 +87,8 @@ def validate_files(
     if connect and loaded:
         from maestro_gateway.cli.connect import check_workflows
 
-        checked = _with_children(loaded)
-        problems.extend(asyncio.run(check_workflows(checked, load_timeout=connect_timeout)))
+        problems.extend(asyncio.run(check_workflows(loaded, load_timeout=connect_timeout)))
     return sorted(dict.fromkeys(problems))
-
-
-def _with_children(workflows: list[Workflow]) -> list[Workflow]:
-    """``workflows`` and every sub-workflow they run, each once."""
-    out: dict[int, Workflow] = {}
-    pending = list(workflows)
-    while pending:
-        workflow = pending.pop(0)
-        if id(workflow) in out:
-            continue
-        out[id(workflow)] = workflow
-        pending.extend(
-            s.child for s in walk(workflow.steps) if isinstance(s, WorkflowStep) and s.child
-        )
-    return list(out.values())
 
 
 def run(args: argparse.Namespace) -> int:
