@@ -443,6 +443,6 @@ def test_hints_are_a_lazy_mapping_of_the_names_not_visible() -> None:
     assert "out_b" in scope.hints
     assert "nosuch" not in scope.hints
     assert scope.hints["b"] == "step 'b' cannot have run before this point (a later step)"
-    assert set(scope.hints) == {"error", "a", "out_b", "b"}
-    assert len(scope.hints) == 4
+    assert set(scope.hints) == {"error", "signal", "a", "out_b", "b"}
+    assert len(scope.hints) == 5
     assert "a" in scopes.step(b).names

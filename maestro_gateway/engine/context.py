@@ -42,6 +42,7 @@ from maestro_gateway.engine.events import (
 )
 from maestro_gateway.engine.journaling import event_entry
 from maestro_gateway.engine.paths import StepPath, step_path
+from maestro_gateway.engine.signals import SignalPort
 from maestro_gateway.errors import ExecutionError
 from maestro_gateway.journal.base import Journal
 from maestro_gateway.model.types import CallStep, StatefulStep, Step, Workflow, walk
@@ -150,12 +151,14 @@ class Execution:
         "cause",
         "clock",
         "completed",
+        "consumed_signals",
         "ctx",
         "execution_id",
         "frames",
         "journal",
         "listening",
         "sequence",
+        "signals",
         "sink",
         "started_mono",
         "started_wall",
@@ -204,6 +207,10 @@ class Execution:
         self.completed: list[StepState] = []
         """Succeeded steps that declare a compensation, in order of completion."""
         self.cause: ErrorInfo | None = None
+        self.signals: SignalPort | None = None
+        """Sends and waits for signals (DESIGN §13), or None outside a gateway."""
+        self.consumed_signals: set[str] = set()
+        """The ids of the signals its wait steps took: a signal satisfies one wait at most."""
         self.started_mono = clock.monotonic()
         self.started_wall = clock.wall()
 

@@ -39,6 +39,7 @@ from maestro_gateway.engine.journaling import final_state, result_data
 from maestro_gateway.engine.kinds import DeadlinePassed, Scope, StepFailure, run_steps
 from maestro_gateway.engine.recovery import Phase, restore
 from maestro_gateway.engine.saga import compensate
+from maestro_gateway.engine.signals import SignalPort
 from maestro_gateway.errors import EvaluationError
 from maestro_gateway.journal.base import ExecutionRecord, ExecutionState, Journal, StateEntry
 from maestro_gateway.model.stored import stored_source
@@ -120,6 +121,8 @@ class Engine:
         self._runner = CallRunner(transports, self.breakers, self.clock, rng or random.Random())
         self._handing_over = False
         self._cancel_reasons: dict[str, str] = {}
+        self.signals: SignalPort | None = None
+        """Where wait and emit steps reach signals (set by the gateway), or None."""
 
     def prepare(self, workflow: Workflow) -> None:
         """Build the transport of every service ``workflow`` calls, ahead of its first execution.
@@ -237,6 +240,7 @@ class Engine:
         execution = Execution(
             workflow, record.execution_id, record.input, clock, on_event, self.journal
         )
+        execution.signals = self.signals
         execution.started_wall = record.started_at
         execution.started_mono = clock.monotonic() - (clock.wall() - record.started_at)
         return execution

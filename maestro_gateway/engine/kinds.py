@@ -20,6 +20,7 @@ run that reaches it again reads it), one that was running continues without a se
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -36,10 +37,12 @@ from maestro_gateway.engine.frames import (
 )
 from maestro_gateway.engine.paths import child_prefix, item_prefix, step_path
 from maestro_gateway.engine.saga import compensate
+from maestro_gateway.engine.signals import SignalPort
 from maestro_gateway.errors import EvaluationError
 from maestro_gateway.model.types import (
     DEFAULT_FOREACH_CONCURRENCY,
     CallStep,
+    EmitStep,
     FailStep,
     ForeachStep,
     LoopStep,
@@ -47,6 +50,7 @@ from maestro_gateway.model.types import (
     StatefulStep,
     Step,
     SwitchStep,
+    WaitStep,
     Workflow,
     WorkflowStep,
     level,
@@ -55,6 +59,9 @@ from maestro_gateway.resilience.deadline import Deadline
 from maestro_gateway.transports.base import Metadata
 
 S = TypeVar("S")
+MAX_SIGNAL_ID = 128
+"""The longest ``signal_id`` an emit step may give (derived ones may be longer)."""
+_SIGNAL_ID = re.compile(r"[A-Za-z0-9._:\[\]-]+")
 
 
 class StepFailure(Exception):
@@ -517,6 +524,97 @@ async def run_fail(scope: Scope, step: FailStep) -> None:
     await _run_kind(scope, step, _failing)
 
 
+async def _emitting(scope: Scope, step: EmitStep, state: StepState) -> Any:
+    """Send the signal; its id defaults to ``<execution_id>.<step path>`` (sent once)."""
+    execution = scope.execution
+    path = state.path
+    port = _port(execution, path)
+    try:
+        params = step.params.render(state.ctx)
+    except EvaluationError as exc:
+        raise KindError(evaluation_failure(path, exc, "emit.params")) from exc
+    signal_id = f"{execution.execution_id}.{path}"
+    if step.signal_id is not None:
+        try:
+            signal_id = step.signal_id.render_text(state.ctx)
+        except EvaluationError as exc:
+            raise KindError(evaluation_failure(path, exc, "emit.signal_id")) from exc
+    if not isinstance(params, dict):
+        raise KindError(
+            ErrorInfo(path, Code.INVALID_ARGUMENT, f"step '{path}': emit.params must be an object")
+        )
+    if step.signal_id is not None and (
+        len(signal_id) > MAX_SIGNAL_ID or not _SIGNAL_ID.fullmatch(signal_id)
+    ):
+        raise KindError(
+            ErrorInfo(
+                path,
+                Code.INVALID_ARGUMENT,
+                f"step '{path}': emit.signal_id must be at most {MAX_SIGNAL_ID} letters, digits "
+                "or ._:-[]",
+            )
+        )
+    return await port.emit(step.signal, params, signal_id, (execution.execution_id, path))
+
+
+async def run_emit(scope: Scope, step: EmitStep) -> None:
+    """An emit step (DESIGN §13)."""
+    await _run_kind(scope, step, _emitting)
+
+
+async def _waiting(scope: Scope, step: WaitStep, state: StepState) -> Any:
+    """The first matching signal received since the execution started, within ``timeout``."""
+    execution = scope.execution
+    path = state.path
+    port = _port(execution, path)
+    ctx = state.ctx
+    match = step.match
+
+    def matches(signal: dict[str, Any]) -> bool:
+        return match is None or match.evaluate({**ctx, "signal": signal})
+
+    remaining = state.started + step.timeout - execution.clock.monotonic()
+    try:
+        async with asyncio.timeout(max(0.0, remaining)):
+            return await port.wait(
+                execution.execution_id,
+                step.signal,
+                matches,
+                execution.started_wall,
+                execution.consumed_signals,
+            )
+    except EvaluationError as exc:
+        raise KindError(evaluation_failure(path, exc, "wait.when")) from exc
+    except TimeoutError:
+        if scope.deadline is not None and scope.deadline.expired:
+            raise DeadlinePassed from None
+        raise KindError(
+            ErrorInfo(
+                path,
+                Code.DEADLINE_EXCEEDED,
+                f"step '{path}': no signal '{step.signal}' within {step.timeout:g}s",
+            )
+        ) from None
+
+
+async def run_wait(scope: Scope, step: WaitStep) -> None:
+    """A wait step (DESIGN §13): holds no call; survives restarts (it looks again)."""
+    await _run_kind(scope, step, _waiting)
+
+
+def _port(execution: Execution, path: str) -> SignalPort:
+    port = execution.signals
+    if port is None:
+        raise KindError(
+            ErrorInfo(
+                path,
+                Code.FAILED_PRECONDITION,
+                f"step '{path}': signals need a gateway (maestro serve); this engine has none",
+            )
+        )
+    return port
+
+
 register(CallStep, run_call)
 register(ParallelStep, run_parallel)
 register(ForeachStep, run_foreach)
@@ -524,3 +622,5 @@ register(SwitchStep, run_switch)
 register(LoopStep, run_loop)
 register(WorkflowStep, run_workflow)
 register(FailStep, run_fail)
+register(WaitStep, run_wait)
+register(EmitStep, run_emit)

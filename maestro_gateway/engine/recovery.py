@@ -41,7 +41,7 @@ from maestro_gateway.engine.events import (
 )
 from maestro_gateway.engine.frames import last_iteration, locate
 from maestro_gateway.errors import CallError
-from maestro_gateway.model.types import CallStep, LoopStep, WorkflowStep, level
+from maestro_gateway.model.types import CallStep, LoopStep, WaitStep, WorkflowStep, level
 
 INTERRUPTED = "the gateway stopped during this call; the service may have acted on it"
 """The message of an attempt that was in flight when the gateway stopped (DESIGN §10)."""
@@ -95,6 +95,8 @@ def restore(execution: Execution, events: Sequence[Event], wall_now: float) -> P
                 state.duration = event.duration
                 if isinstance(state.step, LoopStep):
                     _publish_last_iteration(execution, state)
+                elif isinstance(state.step, WaitStep) and isinstance(event.output, dict):
+                    execution.consumed_signals.add(str(event.output.get("signal_id", "")))
             case StepSkipped():
                 execution.step_skipped(locate(execution, event.step_id), event.reason, emit=False)
             case StepFailed():

@@ -28,6 +28,7 @@ from typing import Any
 from maestro_gateway.model.types import (
     Call,
     CallStep,
+    EmitStep,
     FailStep,
     ForeachStep,
     GrpcMethod,
@@ -35,6 +36,7 @@ from maestro_gateway.model.types import (
     ParallelStep,
     Step,
     SwitchStep,
+    WaitStep,
     Workflow,
     WorkflowStep,
 )
@@ -270,6 +272,25 @@ class _Builder:
 
         return self._guarded(step, exits, body)
 
+    def _wait(self, step: WaitStep, exits: list[Exit]) -> list[Exit]:
+        def body(entry: list[Exit]) -> list[Exit]:
+            detail = f"wait for {step.signal} · {step.timeout:g}s"
+            if step.match is not None:
+                detail += f" · {step.match.expression}"
+            node = self._node(f"{escape(step.id)}<br/>{escape(detail)}", "{{}}")
+            self._connect(entry, node)
+            return [(node, None)]
+
+        return self._guarded(step, exits, body)
+
+    def _emit(self, step: EmitStep, exits: list[Exit]) -> list[Exit]:
+        def body(entry: list[Exit]) -> list[Exit]:
+            node = self._node(f"{escape(step.id)}<br/>emit {escape(step.signal)}", ">]")
+            self._connect(entry, node)
+            return [(node, None)]
+
+        return self._guarded(step, exits, body)
+
 
 def _source(template: Any) -> str:
     """A template's text for a title: its expressions, or ``a list`` for a literal."""
@@ -295,5 +316,7 @@ _DRAWERS: dict[type[Any], Callable[[_Builder, Any, list[Exit]], list[Exit]]] = {
     SwitchStep: _Builder._switch,
     WorkflowStep: _Builder._workflow_step,
     FailStep: _Builder._fail,
+    WaitStep: _Builder._wait,
+    EmitStep: _Builder._emit,
 }
 """The drawer of each step kind: draws one step after the given exits and returns its exits."""

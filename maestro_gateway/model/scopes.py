@@ -46,8 +46,9 @@ RESERVED = frozenset({"input", "workflow", "steps", "error", "env"})
 
 _BASE = frozenset({"input", "workflow", "steps", "env"})
 _ERROR_HINT = "'error' is only defined inside compensations"
+_SIGNAL_HINT = "'signal' is only defined in triggers and in the 'when' of a wait step"
 
-Kind = Literal["call", "parallel", "foreach", "workflow", "switch", "loop", "fail"]
+Kind = Literal["call", "parallel", "foreach", "workflow", "switch", "loop", "fail", "wait", "emit"]
 """The kind of a step, as the step reader names it (the key that chose it)."""
 
 _Mode = Literal["step", "compensation", "until", "output"]
@@ -216,6 +217,8 @@ class Scopes:
         """Why ``name`` (a top-level name or a ``steps.<id>``) is not visible; None if unknown."""
         if name == "error" and "error" not in names:
             return _ERROR_HINT
+        if name == "signal" and "signal" not in names and name not in self._outputs:
+            return _SIGNAL_HINT
         other = self._outputs.get(name)
         if other is not None and name not in names:
             return self._output_hint(place, mode, other, name)
@@ -239,6 +242,7 @@ class Scopes:
     def candidates(self) -> Iterator[str]:
         """Every name a hint may explain."""
         yield "error"
+        yield "signal"
         yield from self._outputs
         yield from self._defined
         yield from self._ids

@@ -30,7 +30,9 @@ from maestro_gateway.model.scopes import Kind, Scopes, StepInfo
 from maestro_gateway.model.types import (
     DEFAULT_MAX_ITEMS,
     MAX_NESTING,
+    SIGNAL_NAME,
     CallStep,
+    EmitStep,
     FailStep,
     ForeachStep,
     LoopStep,
@@ -39,6 +41,7 @@ from maestro_gateway.model.types import (
     Step,
     SwitchBranch,
     SwitchStep,
+    WaitStep,
     WorkflowStep,
 )
 from maestro_gateway.model.yamlnodes import (
@@ -69,7 +72,16 @@ STEP_KEYS = (
 )
 """The keys of a call step."""
 
-KIND_KEYS: tuple[Kind, ...] = ("parallel", "foreach", "workflow", "switch", "loop", "fail")
+KIND_KEYS: tuple[Kind, ...] = (
+    "parallel",
+    "foreach",
+    "workflow",
+    "switch",
+    "loop",
+    "fail",
+    "wait",
+    "emit",
+)
 """The keys that choose a step's kind (a step without any is a call step)."""
 
 _KIND_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -96,12 +108,23 @@ _KIND_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "switch": (("id", "switch", "output", "when"), ("id", "switch")),
     "loop": (("id", "loop", "output", "when"), ("id", "loop")),
     "fail": (("id", "fail", "when"), ("id", "fail")),
+    "wait": (("id", "wait", "output", "when"), ("id", "wait")),
+    "emit": (("id", "emit", "output", "when"), ("id", "emit")),
 }
 """The keys each kind allows, and those it requires."""
 
 BRANCH_KEYS = ("when", "steps")
 LOOP_KEYS = ("steps", "until", "max_iterations", "delay", "index_as")
 FAIL_KEYS = ("code", "message")
+WAIT_KEYS = ("signal", "when", "timeout")
+EMIT_KEYS = ("signal", "params", "signal_id")
+_INNER: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "fail": (FAIL_KEYS, FAIL_KEYS),
+    "wait": (WAIT_KEYS, ("signal", "timeout")),
+    "emit": (EMIT_KEYS, ("signal",)),
+}
+"""The keys of the mapping under ``fail``, ``wait`` and ``emit``, and those it requires."""
+_SIGNAL = re.compile(SIGNAL_NAME)
 _CONTAINERS = ("parallel", "foreach", "switch", "loop")
 
 _WORKFLOW_NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -226,9 +249,13 @@ class StepReader:
             self._switch(draft)
         elif step_kind == "loop":
             self._loop(draft)
-        elif step_kind == "fail" and "fail" in fields:
+        elif step_kind in _INNER and step_kind in fields:
+            allowed_inner, required_inner = _INNER[step_kind]
             inner = self.ctx.fields(
-                fields["fail"], f"{draft.where}.fail", FAIL_KEYS, required=FAIL_KEYS
+                fields[step_kind],
+                f"{draft.where}.{step_kind}",
+                allowed_inner,
+                required=required_inner,
             )
             draft.inner = inner or {}
             draft.valid = draft.valid and inner is not None
@@ -437,6 +464,8 @@ class StepReader:
             "switch": self._switch_step,
             "loop": self._loop_step,
             "fail": self._fail_step,
+            "wait": self._wait_step,
+            "emit": self._emit_step,
         }
         return builders[draft.kind](draft)
 
@@ -652,6 +681,54 @@ class StepReader:
         if not ok or code is None or message is None:
             return None
         return FailStep(info.id, code, message, when, position(draft.node))
+
+    def _signal_name(self, node: Node, where: str) -> str | None:
+        name = self.ctx.string(node, where)
+        if name is not None and not _SIGNAL.fullmatch(name):
+            self.ctx.error(
+                node, f"{where}: '{name}' may hold only letters, digits, '_', '.', '-' and '/'"
+            )
+            return None
+        return name
+
+    def _wait_step(self, draft: _Draft) -> WaitStep | None:
+        info, inner = draft.info, draft.inner
+        where = f"{draft.where}.wait"
+        scope = self._scopes.step(info)
+        ok, when = self._common(draft, scope)
+        signal = (
+            self._signal_name(inner["signal"], f"{where}.signal") if "signal" in inner else None
+        )
+        match = None
+        if "when" in inner:
+            with_signal = expr.Scope(scope.names | {"signal"}, scope.step_ids, scope.hints)
+            match = self.ctx.condition(inner["when"], with_signal, f"{where}.when")
+            ok = ok and match is not None
+        timeout = (
+            self.ctx.duration(inner["timeout"], f"{where}.timeout") if "timeout" in inner else None
+        )
+        if not ok or signal is None or timeout is None or info.output is None:
+            return None
+        return WaitStep(info.id, signal, timeout, info.output, match, when, position(draft.node))
+
+    def _emit_step(self, draft: _Draft) -> EmitStep | None:
+        info, inner = draft.info, draft.inner
+        where = f"{draft.where}.emit"
+        scope = self._scopes.step(info)
+        ok, when = self._common(draft, scope)
+        signal = (
+            self._signal_name(inner["signal"], f"{where}.signal") if "signal" in inner else None
+        )
+        params: expr.Template | None = expr.constant({})
+        if "params" in inner:
+            params = self.ctx.template(inner["params"], scope, f"{where}.params")
+        signal_id = None
+        if "signal_id" in inner:
+            signal_id = self.ctx.template(inner["signal_id"], scope, f"{where}.signal_id")
+            ok = ok and signal_id is not None
+        if not ok or signal is None or params is None or info.output is None:
+            return None
+        return EmitStep(info.id, signal, params, info.output, signal_id, when, position(draft.node))
 
     def _code(self, node: Node, where: str) -> Code | None:
         text = self.ctx.string(node, where)

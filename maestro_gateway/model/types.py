@@ -382,11 +382,71 @@ class FailStep:
         return ()
 
 
-Step = CallStep | ParallelStep | ForeachStep | WorkflowStep | SwitchStep | LoopStep | FailStep
+@dataclass(frozen=True, slots=True)
+class WaitStep:
+    """Waits for a signal (DESIGN §13); ``output`` names the signal that satisfied it.
+
+    Attributes:
+        signal: the signal name waited for.
+        match: the correlation, over the step's scope and ``signal``, or None (any signal of
+            that name).
+        timeout: seconds from the step's start; then it fails with DEADLINE_EXCEEDED.
+    """
+
+    id: str
+    signal: str
+    timeout: float
+    output: str
+    match: Condition | None = None
+    when: Condition | None = None
+    position: Position = NOWHERE
+
+    def children(self) -> tuple[Step, ...]:
+        """None."""
+        return ()
+
+
+@dataclass(frozen=True, slots=True)
+class EmitStep:
+    """Sends a signal (DESIGN §13); ``output`` names the stored signal.
+
+    Attributes:
+        signal: the signal name.
+        params: its parameters (a template yielding an object).
+        signal_id: its id, or None for ``<execution_id>.<step path>`` (a resumed execution never
+            emits twice).
+    """
+
+    id: str
+    signal: str
+    params: Template
+    output: str
+    signal_id: Template | None = None
+    when: Condition | None = None
+    position: Position = NOWHERE
+
+    def children(self) -> tuple[Step, ...]:
+        """None."""
+        return ()
+
+
+Step = (
+    CallStep
+    | ParallelStep
+    | ForeachStep
+    | WorkflowStep
+    | SwitchStep
+    | LoopStep
+    | FailStep
+    | WaitStep
+    | EmitStep
+)
 """A step of any kind. A kind is one class here (with ``children()``, the steps it nests) and one
 executor function registered in ``maestro_gateway.engine.kinds``."""
 
-StatefulStep = CallStep | ForeachStep | WorkflowStep | SwitchStep | LoopStep | FailStep
+StatefulStep = (
+    CallStep | ForeachStep | WorkflowStep | SwitchStep | LoopStep | FailStep | WaitStep | EmitStep
+)
 """A step with a state, events and a result of its own (every kind but ``parallel``)."""
 
 PREFIXING = (ForeachStep, LoopStep, WorkflowStep)

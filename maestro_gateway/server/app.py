@@ -305,6 +305,7 @@ def create_gateway(
         max_concurrent=max_concurrent,
         limits=limits,
     )
+    engine.signals = service.signals  # wait and emit steps (DESIGN §13)
     server = GatewayServer(
         service, host=host, port=port, tls=tls, on_close=on_close, retention=retention
     )

@@ -11,17 +11,31 @@ second start of it is the existing execution (idempotent ids, DESIGN §10) and t
 it under ``triggered`` all the same. Once every trigger is processed the signal is marked
 dispatched; a gateway that stopped before that dispatches it again when it starts (the derived
 ids make it start nothing twice).
+
+It is also the engine's :class:`~maestro_gateway.engine.signals.SignalPort`: an ``emit`` step
+sends through :meth:`Signals.send` with its execution and step as the producer, and a ``wait``
+step looks through the journal for a matching signal received since its execution started
+(so none is lost to the race between sending and reaching the wait, nor to a restart), then
+registers to be offered each new one as it is dispatched, looking at the journal again every
+``poll`` seconds for signals received by other gateways on the same journal. A signal taken by
+a wait is added to its execution's consumed set in the same step of the event loop as it is
+accepted, so within one execution it satisfies one wait only; the execution is listed under
+the signal's ``woke``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from maestro_gateway.engine.executor import new_record
+from maestro_gateway.engine.signals import SignalValue
 from maestro_gateway.errors import EvaluationError, ExecutionError
 from maestro_gateway.journal.base import Journal, SignalRecord, canonical_json
 from maestro_gateway.model.schema import check_input
@@ -51,23 +65,107 @@ def signal_value(signal: SignalRecord) -> dict[str, Any]:
     }
 
 
+@dataclass(eq=False)
+class _Waiter:
+    """A wait step offered each new signal of its name until one matches."""
+
+    matches: Callable[[SignalValue], bool]
+    consumed: set[str]
+    since: float
+    found: asyncio.Future[SignalValue] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    def offer(self, signal: SignalRecord) -> None:
+        """Take ``signal`` if it matches and its execution has not taken it yet."""
+        if self.found.done() or signal.signal_id in self.consumed or signal.time < self.since:
+            return
+        value = signal_value(signal)
+        try:
+            if not self.matches(value):
+                return
+        except EvaluationError as exc:
+            self.found.set_exception(exc)
+            return
+        self.consumed.add(signal.signal_id)
+        self.found.set_result(value)
+
+
+POLL = 1.0
+"""Seconds between two looks at the journal by a waiting step (signals of other gateways)."""
+
+
 class Signals:
-    """Receives and dispatches signals for one gateway.
+    """Receives and dispatches signals for one gateway; sends and waits for its executions.
 
     Args:
         journal: where signals and the executions they start are recorded.
         registry: the served workflows (their triggers).
         runs: starts the executions triggers derive.
         clock: the wall-clock time of a received signal.
+        poll: seconds between two looks at the journal by a waiting step.
     """
 
     def __init__(
-        self, journal: Journal, registry: WorkflowRegistry, runs: Runs, clock: Clock
+        self,
+        journal: Journal,
+        registry: WorkflowRegistry,
+        runs: Runs,
+        clock: Clock,
+        *,
+        poll: float = POLL,
     ) -> None:
         self.journal = journal
         self.registry = registry
         self.runs = runs
         self.clock = clock
+        self.poll = poll
+        self._waiters: dict[str, set[_Waiter]] = {}
+
+    # -- the engine's port -------------------------------------------------------------------
+
+    async def emit(
+        self, name: str, params: Mapping[str, Any], signal_id: str, producer: tuple[str, str]
+    ) -> SignalValue:
+        """Send a signal from an emit step; the stored one as templates see it."""
+        stored, _ = await self.send(name, params, signal_id, producer=producer)
+        return signal_value(stored)
+
+    async def wait(
+        self,
+        execution_id: str,
+        name: str,
+        matches: Callable[[SignalValue], bool],
+        since: float,
+        consumed: set[str],
+    ) -> SignalValue:
+        """The first matching signal received since ``since`` (see the module docstring)."""
+        waiter = _Waiter(matches, consumed, since)
+        waiters = self._waiters.setdefault(name, set())
+        waiters.add(waiter)
+        try:
+            after = 0
+            while not waiter.found.done():
+                for signal in await self.journal.signals_since(name, since, after):
+                    after = max(after, signal.sequence)
+                    waiter.offer(signal)
+                    if waiter.found.done():
+                        break
+                if waiter.found.done():
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(waiter.found), self.poll)
+            value = waiter.found.result()
+        finally:
+            waiters.discard(waiter)
+            if not waiters:
+                self._waiters.pop(name, None)
+            if not waiter.found.done():
+                waiter.found.cancel()
+        await self.journal.note_signal(value["signal_id"], woke=[execution_id])
+        return value
+
+    # -- receiving ---------------------------------------------------------------------------
 
     async def send(
         self,
@@ -96,7 +194,10 @@ class Signals:
         return stored or signal, False
 
     async def dispatch(self, signal: SignalRecord) -> None:
-        """Process every trigger on ``signal``'s name, then mark it dispatched."""
+        """Offer ``signal`` to the waiting steps, process every trigger on its name, then mark
+        it dispatched."""
+        for waiter in list(self._waiters.get(signal.name, ())):
+            waiter.offer(signal)
         triggered: list[str] = []
         not_matched: list[str] = []
         value = {"signal": signal_value(signal)}
