@@ -541,6 +541,9 @@ async def test_the_parent_saga_undoes_a_finished_child_when_a_later_step_fails(
         ("Refund", {"id": "c-9"}),
         ("UndoFirst", {}),
     ]
+    # The sub-workflow's step reads as undone, not as a success left standing.
+    assert result.steps["pay"].status is StepStatus.COMPENSATED
+    assert result.steps["pay.charge"].status is StepStatus.COMPENSATED
 
 
 async def test_a_sub_workflow_that_continues_on_error_lets_the_parent_go_on(run: Run) -> None:
@@ -706,3 +709,18 @@ async def test_a_rollback_resumed_after_a_restart_undoes_iterations_with_their_i
         {"sku": "s1", "why": "FAILED_PRECONDITION"},
         {"sku": "s0", "why": "FAILED_PRECONDITION"},
     ]
+
+
+async def test_a_succeeded_foreach_whose_iterations_are_undone_ends_compensated(
+    run: Run,
+) -> None:
+    run.backend.on("B", code=Code.FAILED_PRECONDITION, fails=1)
+    run.backend.on("Release", code=Code.FAILED_PRECONDITION, fails=1)  # the first undo fails
+    plain = calls("a", method="Plain")  # nothing to undo inside this switch
+    switch = SwitchStep("route", (SwitchBranch(None, (plain,)),), "route")
+    result = await run(wf(lines_foreach(concurrency=tpl(1)), switch, calls("b")), skus(2))
+    assert result.status is ExecutionStatus.COMPENSATION_FAILED
+    assert result.steps["lines"].status is StepStatus.COMPENSATION_FAILED
+    assert result.steps["lines[1].reserve"].status is StepStatus.COMPENSATION_FAILED
+    assert result.steps["lines[0].reserve"].status is StepStatus.COMPENSATED
+    assert result.steps["route"].status is StepStatus.SUCCEEDED

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from maestro_gateway.engine.calls import CallFailed, CallRunner
 from maestro_gateway.engine.context import Execution, StepState
 from maestro_gateway.engine.events import ErrorInfo, StepStatus
-from maestro_gateway.model.types import CallStep
+from maestro_gateway.model.types import CallStep, SwitchStep, walk
 from maestro_gateway.resilience.deadline import Deadline
 from maestro_gateway.transports.base import Metadata
 
@@ -89,4 +89,37 @@ async def compensate(
             state.status = StepStatus.COMPENSATED
             execution.emit_compensation_succeeded(state, clock.monotonic() - started)
         ctx["steps"][state.step.id]["status"] = state.status.value
+    _mark_enclosing(execution, completed)
     return all_ok
+
+
+def _mark_enclosing(execution: Execution, undone: Sequence[StepState]) -> None:
+    """A succeeded foreach, loop, switch or workflow step whose steps were undone ends
+    COMPENSATED too (COMPENSATION_FAILED when one of them could not be undone)."""
+    switches: dict[str, list[tuple[StepState, set[int]]]] = {}
+    for other in execution.states.values():
+        if isinstance(other.step, SwitchStep) and other.status is StepStatus.SUCCEEDED:
+            prefix = other.path[: len(other.path) - len(other.step.id)]
+            members = {id(s) for s in walk(other.step.children())}
+            switches.setdefault(prefix, []).append((other, members))
+    failed: set[int] = set()
+    touched: dict[int, StepState] = {}
+    for state in undone:
+        bad = state.status is StepStatus.COMPENSATION_FAILED
+        current: StepState | None = state
+        while current is not None:
+            prefix = current.path[: len(current.path) - len(current.step.id)]
+            owners = [o for o, members in switches.get(prefix, ()) if id(current.step) in members]
+            current = current.parent
+            if current is not None:
+                owners.append(current)
+            for owner in owners:
+                touched[id(owner)] = owner
+                if bad:
+                    failed.add(id(owner))
+    for key, owner in touched.items():
+        if owner.status is StepStatus.SUCCEEDED:
+            owner.status = (
+                StepStatus.COMPENSATION_FAILED if key in failed else StepStatus.COMPENSATED
+            )
+            execution.publish(owner)
