@@ -1,6 +1,7 @@
 """Durability proven by killing real ``maestro serve`` processes (DESIGN §10).
 
-Each test runs ``workflows/checkout.yaml`` against the four demo services through a real gateway
+Each test runs ``workflows/checkout.yaml`` (or ``order-lines.yaml``, with its foreach and its
+payment sub-workflow) against the demo services through a real gateway
 on a SQLite journal, kills the gateway with SIGKILL at one point, starts a new one on the same
 journal, and checks what the services actually received and how the execution ended
 (``GetExecution``). Two ways to kill:
@@ -423,3 +424,86 @@ async def test_killed_right_after_finished_is_durable_nothing_runs_again(
         "Reserve": 1,
         "SendMail": 1,
     }
+
+
+LINES_ORDER: dict[str, Any] = {
+    "order_id": "L-9",
+    "lines": [
+        {"sku": "sku-1", "qty": 1},
+        {"sku": "sku-2", "qty": 1},
+        {"sku": "sku-3", "qty": 1},
+        {"sku": "sku-1", "qty": 2},
+    ],
+    "amount": 2500,
+    "address": "1 Main Street",
+    "email": "ada@example.com",
+}
+
+
+async def start_lines(journaled: Journaled, execution_id: str) -> None:
+    request = pb.ExecuteRequest(
+        workflow="order_lines", input=struct(LINES_ORDER), execution_id=execution_id
+    )
+    await journaled.stub.Start(request, timeout=10)
+
+
+async def test_killed_during_a_foreach_finished_iterations_are_not_redone(
+    journaled: Journaled,
+) -> None:
+    """Killed while line 2's reservation is held (lines 0, 1 and 3 done): the restart reserves
+    line 2 again (attempt 2) and nothing else; the order completes with every line in order."""
+    await journaled.start()
+    inventory = journaled.demo.inventory.control
+    await inventory.add_fault(method="Reserve", times=2)  # lines 0 and 1 pass
+    await inventory.add_fault(method="Reserve", delay_ms=4000, times=1)  # line 2 is held
+    await start_lines(journaled, "kill-foreach")
+    await inventory.wait_for(
+        lambda calls: (
+            len([c for c in calls if c.method == "Reserve" and c.outcome]) >= 3
+            and in_flight("Reserve")(calls)
+        ),
+        within=10,
+    )
+    await journaled.kill()
+
+    await journaled.start()
+    execution = await journaled.finished("kill-foreach")
+    assert execution.status == STATUS.EXECUTION_STATUS_SUCCEEDED, execution.result.error
+    steps = {s.step_id: s for s in execution.result.steps}
+    assert steps["lines[2].reserve"].attempts == 2
+    assert all(steps[f"lines[{i}].reserve"].attempts == 1 for i in (0, 1, 3))
+    received = await journaled.received()
+    # Four lines, line 2 twice (the interrupted attempt and its retry), and the gift.
+    assert len(received["Reserve"]) == 6
+    assert counts(received)["Charge"] == 1
+    events = await journaled.events("kill-foreach")
+    started = [e.step_started.step_id for e in events if e.WhichOneof("event") == "step_started"]
+    assert started.count("lines") == 1
+    assert started.count("lines[0].reserve") == 1
+
+
+async def test_killed_inside_a_sub_workflow_the_child_resumes_where_it_stood(
+    journaled: Journaled,
+) -> None:
+    """Killed while the payment sub-workflow's receipt mail is held: the charge is not redone."""
+    await journaled.start()
+    await journaled.demo.mailer.control.add_fault(method="SendMail", delay_ms=4000, times=1)
+    await start_lines(journaled, "kill-child")
+    await journaled.demo.mailer.control.wait_for(in_flight("SendMail"), within=10)
+    await journaled.kill()
+
+    await journaled.start()
+    execution = await journaled.finished("kill-child")
+    # The receipt has no retry: its interrupted attempt fails it after the restart; the child
+    # refunds its own charge, then the parent releases every line. Nothing is done twice.
+    assert execution.status == STATUS.EXECUTION_STATUS_COMPENSATED
+    error = execution.result.error
+    assert (error.step_id, error.code) == ("pay.receipt", "UNAVAILABLE")
+    received = counts(await journaled.received())
+    assert received["Charge"] == 1
+    assert received["Refund"] == 1
+    assert received["Release"] == 4
+    assert "CreateShipment" not in received
+    steps = {s.step_id: s for s in execution.result.steps}
+    assert steps["pay.charge"].attempts == 1
+    assert steps["pay.charge"].status == pb.STEP_STATUS_COMPENSATED
