@@ -30,6 +30,7 @@ from pathlib import Path
 from demo.harness import DEFAULT_PORTS, ROOT, DemoServices
 
 READY = re.compile(r"maestro-gateway listening on (\S+):(\d+) \((\d+) workflows\)")
+ADMIN = re.compile(r"maestro-gateway admin on (http://\S+)")
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 WORKFLOWS = ROOT / "workflows"
@@ -46,6 +47,8 @@ class GatewayProcess:
     log: list[str] = field(default_factory=list)
     scratch: str | None = None
     """A temporary directory holding the journal, removed once the gateway has stopped."""
+    admin_url: str | None = None
+    """``http://host:port`` of the admin port (``--admin-port``), if it has one."""
     _readers: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
 
     @property
@@ -141,7 +144,11 @@ async def start_gateway(
                 if not line:
                     code = await process.wait()
                     raise RuntimeError(f"maestro serve exited with status {code} before ready")
-                match = READY.search(line.decode(errors="replace"))
+                text = line.decode(errors="replace")
+                admin = ADMIN.search(text)
+                if admin:
+                    gateway.admin_url = admin.group(1)
+                match = READY.search(text)
                 if match:
                     gateway.host, gateway.port = match.group(1), int(match.group(2))
                     gateway.workflows = int(match.group(3))

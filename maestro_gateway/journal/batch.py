@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from maestro_gateway.journal.base import Entry, EventEntry, IntentEntry, OutcomeEntry, StateEntry
 from maestro_gateway.journal.sqlite_schema import (
@@ -21,6 +21,25 @@ from maestro_gateway.journal.sqlite_schema import (
 
 Then = Callable[[], None] | asyncio.Future[None]
 """A ``then`` callback, or the future of a ``flush``."""
+
+CommitObserver = Callable[[float], None]
+"""Told the seconds each group commit took (its transaction, fsync included): the metrics."""
+
+
+@runtime_checkable
+class CommitTimed(Protocol):
+    """A journal that reports the duration of its commits (SQLite, PostgreSQL).
+
+    ``on_commit`` is called once per group commit that wrote anything, from the thread that
+    committed (the SQLite journal's writer thread): it must be quick and thread-safe.
+    """
+
+    on_commit: CommitObserver | None
+
+
+def writes_anything(group: Sequence[object]) -> bool:
+    """Whether a group holds an operation or a batch with rows (else it commits nothing)."""
+    return any(not isinstance(item, Batch) or item.rows for item in group)
 
 
 class Batch:

@@ -143,5 +143,9 @@ class BreakerRegistry:
     def __contains__(self, endpoint: object) -> bool:
         return endpoint in self._breakers
 
+    def items(self) -> list[tuple[str, CircuitBreaker]]:
+        """Every breaker made so far, with its endpoint (a snapshot: the metrics read it)."""
+        return list(self._breakers.items())
+
     def __len__(self) -> int:
         return len(self._breakers)
