@@ -106,6 +106,7 @@ class Cluster:
         self._root: Path | None = None
         self._as_postgres = os.geteuid() == 0
         self._names = itertools.count(1)
+        self._options = ""
 
     @property
     def data_dir(self) -> Path:
@@ -167,13 +168,9 @@ class Cluster:
             ]
             if not self.fsync:
                 options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+            self._options = " ".join(options)
             try:
-                self._run(
-                    self.bin_dir / "pg_ctl",
-                    *("-D", str(data), "-o", " ".join(options), "-l", str(data / "log")),
-                    *("-w", "-t", str(int(START_TIMEOUT)), "start"),
-                    timeout=START_TIMEOUT + 10,
-                )
+                self.start_server()
             except ClusterError as exc:
                 last = str(exc)
                 self._kill_postmaster()
@@ -183,6 +180,33 @@ class Cluster:
             )
             return
         raise ClusterError(f"the PostgreSQL server did not start: {last}\n{self.log_tail()}")
+
+    def start_server(self) -> None:
+        """Start the server on its data directory and port (again, after :meth:`stop_server`).
+
+        Raises:
+            ClusterError: it did not start within ``START_TIMEOUT``.
+        """
+        data = self.data_dir
+        self._run(
+            self.bin_dir / "pg_ctl",
+            *("-D", str(data), "-o", self._options, "-l", str(data / "log")),
+            *("-w", "-t", str(int(START_TIMEOUT)), "start"),
+            timeout=START_TIMEOUT + 10,
+        )
+
+    def stop_server(self, mode: str = "fast") -> None:
+        """Stop the server and keep its data (``fast``: sessions are ended, what is committed
+        stays), to test what clients do while it is away.
+
+        Raises:
+            ClusterError: it did not stop within 30 s.
+        """
+        self._run(
+            self.bin_dir / "pg_ctl",
+            *("-D", str(self.data_dir), "-m", mode, "-w", "-t", "30", "stop"),
+            timeout=40,
+        )
 
     def stop(self) -> None:
         """Stop the server (immediately: nothing in it is kept) and delete its directory."""

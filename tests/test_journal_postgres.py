@@ -371,7 +371,7 @@ async def write_version_1(dsn: str) -> None:
 
 async def test_a_version_1_database_migrates_in_place(dsn: str, pg_cluster: Cluster) -> None:
     """Tables of schema 1 (before signals), two replicas opening at once: migrated once, kept."""
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     await write_version_1(dsn)
     journals = [PostgresJournal(dsn) for _ in range(2)]
     try:

@@ -238,6 +238,14 @@ def run(args: argparse.Namespace) -> int:
         except JournalError as exc:
             print(f"maestro execute: --journal: {exc}", file=sys.stderr)
             return USAGE_ERROR
+        if journal.replicas is not None:
+            # This command keeps no lease: a replica would claim the execution while it runs.
+            print(
+                "maestro execute: --journal: a journal shared by replicas (PostgreSQL) takes"
+                " executions from the gateways only: start it on one with Start",
+                file=sys.stderr,
+            )
+            return USAGE_ERROR
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.WARNING, handlers=[handler])  # a no-op when configured

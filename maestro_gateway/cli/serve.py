@@ -11,13 +11,23 @@ before the ready line, every unfinished execution of the journal is resumed. A j
 cannot be used (a directory, unwritable, corrupt, written by a newer version, held by another
 gateway; a database server that refuses the login, or that stays unreachable for
 ``--journal-connect-timeout``) ends the command with status 1 and a message naming it (never its
-password), before anything listens.
+password), before anything listens. Replicas on one PostgreSQL journal hold leases on the
+executions they run (``--lease``) and take over each other's when one stops (DESIGN §11).
+
+``--admin-port N`` (``--admin-host``, default 127.0.0.1) serves ``/metrics``, ``/healthz`` and
+``/readyz`` over HTTP (``maestro_gateway.admin``); it binds before recovery, and its URL is
+printed on stdout before the ready line::
+
+    maestro-gateway admin on http://127.0.0.1:9464 (/metrics /healthz /readyz)
+
+Metrics are only collected when the admin port is on.
 
 SIGTERM (or SIGINT) drains gracefully and exits 0; SIGHUP reloads the directory all or nothing.
-Logs go to stderr, one ``key=value`` line per event. Every line, of every logger and level, is
-redacted: a value a workflow read from the environment (``env.NAME``) appears as ``***``. A
-workflow using a variable that is not set is not served (``workflow_invalid`` names the
-variable); the others are.
+Logs go to stderr, one ``key=value`` line per event (``--log-format json``: one JSON object per
+line, the same keys as fields). Every line, of every logger and level, is redacted: a value a
+workflow read from the environment (``env.NAME``) appears as ``***``. A workflow using a
+variable that is not set is not served (``workflow_invalid`` names the variable); the others
+are.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ RUNTIME_ERROR = 1
 DEFAULT_JOURNAL = "maestro-journal.db"
 DEFAULT_CONNECT_TIMEOUT = 30.0
 DEFAULT_RETENTION = 168 * 3600.0
+DEFAULT_LEASE = 15.0
 LOG_FORMAT = "time=%(asctime)s level=%(levelname)s %(message)s"
 
 
@@ -52,6 +63,13 @@ def _duration(text: str) -> float:
         return parse_duration(text)
     except DurationError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _positive_duration(text: str) -> float:
+    value = _duration(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive duration")
+    return value
 
 
 def _port(text: str) -> int:
@@ -99,6 +117,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "30s); then the command exits with status 1",
     )
     parser.add_argument(
+        "--lease",
+        default=DEFAULT_LEASE,
+        type=_positive_duration,
+        metavar="DURATION",
+        help="with a PostgreSQL journal shared by replicas: how long a replica's hold on an "
+        "execution lasts unrenewed (renewed every third of it; default 15s); another replica "
+        "takes over an execution whose lease expired",
+    )
+    parser.add_argument(
         "--journal-sync",
         default="normal",
         choices=["normal", "full"],
@@ -133,6 +160,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="event loop (default auto: uvloop when installed, else asyncio's)",
     )
     parser.add_argument(
+        "--admin-port",
+        type=_port,
+        metavar="N",
+        help="serve /metrics, /healthz and /readyz over HTTP on this port (default: off; 0: any)",
+    )
+    parser.add_argument(
+        "--admin-host",
+        default="127.0.0.1",
+        metavar="H",
+        help="address of the admin port (default 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="text (default): key=value lines; json: one JSON object per line",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -143,9 +188,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT; return the exit code."""
     from maestro_gateway.redaction import RedactingFormatter
+    from maestro_gateway.server.logfmt import JsonFormatter
 
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter(LOG_FORMAT))
+    formatter = JsonFormatter() if args.log_format == "json" else RedactingFormatter(LOG_FORMAT)
+    handler.setFormatter(formatter)
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler], force=True)
     if args.log_level != "debug":
         # httpx logs every request's URL, query string included, at INFO: payloads of GET steps.
@@ -196,6 +243,11 @@ async def _serve(args: argparse.Namespace) -> int:
         print(f"maestro serve: --journal: {exc}", file=sys.stderr)
         return RUNTIME_ERROR
     log.info(logfmt("journal", journal=journal.description, sync=args.journal_sync))
+    metrics = None
+    if args.admin_port is not None:
+        from maestro_gateway.server.metrics import GatewayMetrics
+
+        metrics = GatewayMetrics()
     server, problems = create_gateway(
         args.workflows,
         host=args.host,
@@ -204,15 +256,31 @@ async def _serve(args: argparse.Namespace) -> int:
         tls=tls,
         journal=journal,
         retention=args.retention,
+        lease=args.lease,
         limits=request_limits(args),
+        metrics=metrics,
     )
     for problem in problems:
         log.error(logfmt("workflow_invalid", diagnostic=str(problem)))
+    admin = None
+    if metrics is not None:
+        from maestro_gateway.admin import PATHS, AdminServer
+
+        admin = AdminServer(server, metrics, host=args.admin_host, port=args.admin_port)
+        try:
+            await admin.start()
+        except OSError as exc:
+            print(f"maestro serve: --admin-port: {exc}", file=sys.stderr)
+            await server.shutdown(0)
+            return RUNTIME_ERROR
+        print(f"maestro-gateway admin on {admin.url} ({' '.join(PATHS)})", flush=True)
     try:
         await server.start()
     except (OSError, RuntimeError) as exc:
         print(f"maestro serve: {exc}", file=sys.stderr)
         await server.shutdown(0)
+        if admin is not None:
+            await admin.close()
         return RUNTIME_ERROR
 
     loop = asyncio.get_running_loop()
@@ -237,6 +305,8 @@ async def _serve(args: argparse.Namespace) -> int:
     await stop.wait()
     log.info(logfmt("signal", action="shutdown"))
     await server.shutdown(args.grace)
+    if admin is not None:
+        await admin.close()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.remove_signal_handler(sig)
     return 0

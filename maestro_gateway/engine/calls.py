@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from maestro_gateway.codes import Code
@@ -50,7 +51,7 @@ class CallRunner:
         rng: randomness for jitter.
     """
 
-    __slots__ = ("_breakers", "_clock", "_rng", "_transports")
+    __slots__ = ("_breakers", "_clock", "_rng", "_transports", "may_send")
 
     def __init__(
         self,
@@ -63,6 +64,8 @@ class CallRunner:
         self._breakers = breakers
         self._clock = clock
         self._rng = rng
+        self.may_send: Callable[[str], Awaitable[bool]] | None = None
+        """Asked before each call, once its intent is durable (``Engine.guard_calls``)."""
 
     def _render(
         self, call: Call, ctx: dict[str, Any], step_id: str, label: str, caller: Metadata
@@ -165,6 +168,8 @@ class CallRunner:
                 )
                 journal.submit((intent,))
                 await journal.flush()
+                if self.may_send is not None and not await self.may_send(info.execution_id):
+                    raise asyncio.CancelledError  # handed over: another replica holds it now
             timeout = attempt_timeout(call.timeout, deadline)
             try:
                 if breaker is not None:

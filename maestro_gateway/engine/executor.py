@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from maestro_gateway.codes import Code
@@ -120,6 +120,7 @@ class Engine:
         self._transports = transports
         self._runner = CallRunner(transports, self.breakers, self.clock, rng or random.Random())
         self._handing_over = False
+        self._handed_over: set[str] = set()
         self._cancel_reasons: dict[str, str] = {}
         self.signals: SignalPort | None = None
         """Where wait and emit steps reach signals (set by the gateway), or None."""
@@ -134,14 +135,30 @@ class Engine:
         for service in workflow.services.values():
             self._transports.transport_for(service)
 
-    def hand_over(self) -> None:
+    def hand_over(self, execution_id: str | None = None) -> None:
         """From now on a cancel stops an execution where it is, for another start to resume.
 
         The gateway calls this before cancelling what is still running at the end of a
         shutdown with a durable journal: no compensation runs, nothing more is journaled, and
         the execution stays unfinished (an attempt in flight has its intent and no outcome).
+        With ``execution_id``, for that execution only (a replica that lost its lease on it,
+        DESIGN §11); it holds until that execution's run ends.
         """
-        self._handing_over = True
+        if execution_id is None:
+            self._handing_over = True
+        else:
+            self._handed_over.add(execution_id)
+
+    def guard_calls(self, may_send: Callable[[str], Awaitable[bool]] | None) -> None:
+        """Ask ``may_send(execution_id)`` before each call is sent, once its intent is durable.
+
+        False stops the execution there, as a hand-over does (the gateway has handed it over
+        already): a replica whose lease may have lapsed (a long pause) sends nothing on it.
+        """
+        self._runner.may_send = may_send
+
+    def _handing(self, execution_id: str) -> bool:
+        return self._handing_over or execution_id in self._handed_over
 
     def note_cancel(self, execution_id: str, reason: str) -> None:
         """Give the reason of the cancel about to reach ``execution_id`` (in its CANCELLED error)."""
@@ -200,7 +217,10 @@ class Engine:
                     raise ExecutionExists(existing)
         execution = self._execution(workflow, record, on_event)
         execution.emit_started(record.labels)
-        return await self._drive(execution, record, Phase.RUN)
+        try:
+            return await self._drive(execution, record, Phase.RUN)
+        finally:
+            self._handed_over.discard(record.execution_id)
 
     async def resume(
         self,
@@ -231,7 +251,10 @@ class Engine:
         if not events:
             execution.emit_started(record.labels)  # stopped right after its record was committed
         execution.emit_recovered(reason)
-        return await self._drive(execution, record, phase)
+        try:
+            return await self._drive(execution, record, phase)
+        finally:
+            self._handed_over.discard(record.execution_id)
 
     def _execution(
         self, workflow: Workflow, record: ExecutionRecord, on_event: EventSink | None
@@ -281,12 +304,12 @@ class Engine:
                 task = asyncio.current_task()
                 # A TaskGroup whose child failed swallows a concurrent cancel of its parent.
                 cancelled = task is not None and task.cancelling() > 0
-                if cancelled and self._handing_over:
+                if cancelled and self._handing(execution.execution_id):
                     raise asyncio.CancelledError from None
             except (TimeoutError, DeadlinePassed):
                 self._interrupt(execution, Code.DEADLINE_EXCEEDED, deadline_message)
             except asyncio.CancelledError:
-                if self._handing_over:
+                if self._handing(execution.execution_id):
                     raise
                 cancelled = True
                 if caller_deadline is not None and caller_deadline.remaining() <= _DEADLINE_SLACK:
@@ -318,7 +341,7 @@ class Engine:
             rollback = compensate(execution, self._runner, metadata)
             # Shielded even when not cancelled yet: after a caller deadline our timer fires first
             # and the RPC layer's cancel lands a few ms later, in the middle of the rollback.
-            ok = await self._shielded(rollback)
+            ok = await self._shielded(rollback, execution.execution_id)
             status = ExecutionStatus.COMPENSATED if ok else ExecutionStatus.COMPENSATION_FAILED
         else:
             status = ExecutionStatus.FAILED
@@ -342,7 +365,7 @@ class Engine:
                 result_data(result),
             )
             journal.submit((state,))
-            await self._shielded(journal.flush())
+            await self._shielded(journal.flush(), execution.execution_id)
 
     def _output(self, execution: Execution) -> Any:
         template = execution.workflow.output
@@ -366,7 +389,7 @@ class Engine:
         for state in execution.running():
             execution.step_failed(state, ErrorInfo(state.path, code, message), status)
 
-    async def _shielded(self, work: Awaitable[T]) -> T:
+    async def _shielded(self, work: Awaitable[T], execution_id: str) -> T:
         """Run ``work`` to completion even if the awaiting task is cancelled again.
 
         Except during a hand-over (:meth:`hand_over`): then ``work`` is cancelled too.
@@ -376,7 +399,7 @@ class Engine:
             try:
                 return await asyncio.shield(task)
             except asyncio.CancelledError:
-                if self._handing_over:
+                if self._handing(execution_id):
                     task.cancel()
                     raise
                 if task.done():

@@ -22,6 +22,14 @@ When the store cannot be written (disk full, database down) the journal keeps wh
 retries with backoff and reports ``writable`` False meanwhile; nothing submitted is dropped and
 ``then`` callbacks and ``flush`` wait until it is durable. The gateway refuses new executions
 while ``writable`` is False.
+
+A journal several gateway processes share (PostgreSQL, DESIGN §11) also offers
+:class:`Replicas` (``journal.replicas``; None for the in-memory and SQLite journals, which one
+process holds: nothing can take an execution away from it). Fencing, there: once a process has
+registered as an owner, entries are written only for the executions that owner holds at commit
+time, checked under a row lock in the transaction that writes them; the entries of an execution
+another replica took (or that finished meanwhile) are dropped, and the process is told at once,
+before any ``then`` of their group runs.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -244,6 +252,50 @@ class BadPageToken(ValueError):
     """A page token that this journal did not produce."""
 
 
+class Replicas(Protocol):
+    """What gateway processes sharing one journal need of it (DESIGN §11).
+
+    Leases themselves are the journal's ``claim`` and ``renew``; this adds what makes them safe
+    and what travels between replicas through the store.
+    """
+
+    def register(
+        self,
+        owner: str,
+        *,
+        lease: float,
+        on_lost: Callable[[set[str]], None],
+        on_cancel: Callable[[str], None],
+    ) -> None:
+        """Write as ``owner`` from now on.
+
+        Records created without an owner are created owned by ``owner`` for ``lease`` seconds
+        (from the commit). Entries of an execution ``owner`` does not hold when they commit are
+        not written: their ids go to ``on_lost`` (on the event loop, before any ``then`` of
+        their group runs) and are disowned (:meth:`disown`). ``on_cancel`` gets the id of each
+        cancel requested through :meth:`request_cancel` as it is announced (best effort: the
+        owner also polls :meth:`cancel_requests`).
+        """
+        ...
+
+    def disown(self, execution_ids: Iterable[str]) -> None:
+        """Drop every entry of these executions submitted from now on (their ``then`` never
+        runs), until ``claim`` returns them to this process again."""
+        ...
+
+    async def release(self, owner: str, execution_ids: Sequence[str]) -> None:
+        """End ``owner``'s leases on these executions now, for another replica to claim them."""
+        ...
+
+    async def request_cancel(self, execution_id: str, reason: str) -> bool:
+        """Ask the owner of an unfinished execution to cancel it; False when it has finished."""
+        ...
+
+    async def cancel_requests(self, owner: str) -> dict[str, str]:
+        """The requested cancels of unfinished executions ``owner`` holds: id → reason."""
+        ...
+
+
 class Journal(Protocol):
     """The durable record of executions. See the module docstring for the write order."""
 
@@ -260,6 +312,11 @@ class Journal(Protocol):
     @property
     def writable(self) -> bool:
         """False while the last commit failed and is being retried."""
+        ...
+
+    @property
+    def replicas(self) -> Replicas | None:
+        """What replicas sharing this journal use (DESIGN §11); None when one process holds it."""
         ...
 
     async def open(self) -> None:

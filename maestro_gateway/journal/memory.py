@@ -84,6 +84,8 @@ class MemoryJournal:
     description = "none (in memory)"
     durable = False
     writable = True
+    replicas = None
+    """One process holds it: nothing can take an execution away (no fencing, no lease loops)."""
 
     def __init__(self) -> None:
         self._executions: dict[str, _Stored] = {}

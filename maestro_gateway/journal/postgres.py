@@ -23,6 +23,15 @@ Leases: ``claim`` takes the unfinished executions whose lease is free or expired
 and neither waits for the other. Unlike the SQLite journal, ``open`` hands nothing back: other
 replicas may be running those executions.
 
+Fencing (:class:`~.base.Replicas`): once a gateway has registered the owner it writes as, each
+group locks the rows of the executions its entries are about and writes the entries of those the
+owner still holds only, in the same transaction (or the same statement); a replica that was
+paused past its lease and taken over therefore cannot write after the one that took over. The
+ids of the executions whose entries were dropped go to the gateway (``on_lost``) before any
+``then`` of the group runs, and later entries of theirs are dropped as they are submitted. A
+cancel requested on one replica is a row of ``maestro_cancels`` and a NOTIFY on
+``CANCEL_CHANNEL``, which the listener hands to ``on_cancel``.
+
 Opening retries an unreachable server (refused, timed out, starting up, out of connections) with
 backoff for ``connect_timeout`` seconds; a refused login or a missing database fails at once. The
 schema is checked and migrated under an advisory lock, so replicas starting together migrate once.
@@ -36,8 +45,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
@@ -50,8 +60,9 @@ from maestro_gateway.journal.base import (
     ExecutionRecord,
     JournalError,
     Page,
+    Replicas,
 )
-from maestro_gateway.journal.batch import Batch
+from maestro_gateway.journal.batch import Batch, CommitObserver, writes_anything
 from maestro_gateway.journal.paging import decode_token, encode_token
 from maestro_gateway.journal.postgres_connect import (
     connect_delay,
@@ -63,19 +74,23 @@ from maestro_gateway.journal.postgres_connect import (
 )
 from maestro_gateway.journal.postgres_listen import Waiters
 from maestro_gateway.journal.postgres_schema import (
-    CHANNEL,
+    CANCEL_CHANNEL,
     CLAIM,
-    COMMIT_ENTRIES,
     DELETE_DEFINITIONS,
     DELETE_FINISHED,
     LOCK_DEFINITIONS,
+    NOTIFY,
     RECORD_FROM,
+    RELEASE,
     RENEW,
+    REQUEST_CANCEL,
     SCHEMA_VERSION,
     SELECT_ATTEMPTS,
+    SELECT_CANCELS,
     SELECT_EVENTS,
     SELECT_LAST_SEQUENCE,
     SELECT_RECORD,
+    SELECT_UNFINISHED,
     migrate,
     record_from_row,
 )
@@ -84,6 +99,7 @@ from maestro_gateway.journal.postgres_writes import (
     CreatesFailed,
     Op,
     OpFailed,
+    commit_entries,
     insert_records,
     one_statement,
     write_batches,
@@ -115,6 +131,11 @@ _COMMAND_TIMEOUT = 30.0
 """Seconds a statement may take before the connection is given up as hung."""
 _READERS = 4
 
+#: Fault injection for the replica tests (tests/test_replicas.py): with ``N`` set, the writer
+#: SIGSTOPs its own process once, right after committing the group that holds an event with
+#: sequence ``N``, before the event loop learns of the commit (a pause at the worst moment).
+FAULT_STOP_AFTER_EVENT = "MAESTRO_FAULT_STOP_AFTER_EVENT"
+
 
 async def _no_reset(conn: Connection) -> None:
     """Readers change no session state: skip the pool's reset query on every release."""
@@ -133,6 +154,8 @@ class PostgresJournal(PostgresSignals):
     """
 
     durable = True
+    on_commit: CommitObserver | None = None
+    """Told the seconds of each group commit (the metrics)."""
 
     def __init__(
         self,
@@ -166,7 +189,16 @@ class PostgresJournal(PostgresSignals):
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
-        self._waiters = Waiters(lambda: self._writer_pid)
+        self._waiters = Waiters(lambda: self._writer_pid, self._cancel_announced)
+        self._owner: str | None = None
+        self._lease = 0.0
+        self._on_lost: Callable[[set[str]], None] | None = None
+        self._on_cancel: Callable[[str], None] | None = None
+        self._disowned: set[str] = set()
+        try:
+            self._stop_after_event: int | None = int(os.environ[FAULT_STOP_AFTER_EVENT])
+        except (KeyError, ValueError):
+            self._stop_after_event = None
 
     @property
     def description(self) -> str:
@@ -177,6 +209,11 @@ class PostgresJournal(PostgresSignals):
     def writable(self) -> bool:
         """False while the last commit failed and is being retried."""
         return self._writable
+
+    @property
+    def replicas(self) -> Replicas:
+        """This journal: replicas share it (leases, fencing, cancels through the database)."""
+        return self
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -221,7 +258,7 @@ class PostgresJournal(PostgresSignals):
                 reset=_no_reset,
             )
             listener = await self._connect()
-            await listener.add_listener(CHANNEL, self._waiters.on_notify)
+            await self._waiters.subscribe(listener)
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 await conn.close(timeout=1)
@@ -374,6 +411,8 @@ class PostgresJournal(PostgresSignals):
             TypeError: a value in an entry is not JSON-ready.
         """
         batch = self._batch()
+        if self._disowned and any(e.execution_id in self._disowned for e in entries):
+            return  # an execution this process lost: nothing more of it is written or reported
         batch.add(entries)
         if then is not None:
             batch.thens.append(then)
@@ -405,6 +444,7 @@ class PostgresJournal(PostgresSignals):
             return claimed
 
         result: list[ExecutionRecord] = await self._write(run)
+        self._disowned.difference_update(r.execution_id for r in result)
         return result
 
     async def renew(self, owner: str, execution_ids: Sequence[str], lease: float) -> set[str]:
@@ -439,6 +479,64 @@ class PostgresJournal(PostgresSignals):
 
         result: int = await self._write(run)
         return result
+
+    # -- replicas (DESIGN §11) -------------------------------------------------------------
+
+    def register(
+        self,
+        owner: str,
+        *,
+        lease: float,
+        on_lost: Callable[[set[str]], None],
+        on_cancel: Callable[[str], None],
+    ) -> None:
+        """Write as ``owner`` from now on (see :class:`~.base.Replicas`)."""
+        if not owner:
+            raise ValueError("an owner is a non-empty name")
+        self._owner = owner
+        self._lease = lease
+        self._on_lost = on_lost
+        self._on_cancel = on_cancel
+
+    def disown(self, execution_ids: Iterable[str]) -> None:
+        """Drop every entry of these executions submitted from now on, until claimed again."""
+        self._disowned.update(execution_ids)
+
+    async def release(self, owner: str, execution_ids: Sequence[str]) -> None:
+        """End ``owner``'s leases on these executions now, for another replica to claim them."""
+        ids = sorted(set(execution_ids))
+
+        async def run(conn: Connection, retried: bool) -> None:
+            if ids:
+                await conn.execute(RELEASE, ids, owner)
+
+        await self._write(run)
+
+    async def request_cancel(self, execution_id: str, reason: str) -> bool:
+        """Record a cancel for the owner of ``execution_id`` and announce it; False when the
+        execution has finished (or is unknown)."""
+
+        async def run(conn: Connection, retried: bool) -> bool:
+            await conn.execute(REQUEST_CANCEL, execution_id, reason, self._wall())
+            unfinished = bool(await conn.fetchval(SELECT_UNFINISHED, execution_id))
+            if unfinished:
+                await conn.execute(NOTIFY, CANCEL_CHANNEL, execution_id)
+            return unfinished
+
+        result: bool = await self._write(run)
+        return result
+
+    async def cancel_requests(self, owner: str) -> dict[str, str]:
+        """The requested cancels of unfinished executions ``owner`` holds: id → reason."""
+
+        async def read(conn: Reader) -> dict[str, str]:
+            return {row[0]: row[1] for row in await conn.fetch(SELECT_CANCELS, owner)}
+
+        return await self._read(read)
+
+    def _cancel_announced(self, execution_id: str) -> None:
+        if self._on_cancel is not None:
+            self._on_cancel(execution_id)
 
     def _batch(self) -> Batch:
         batch = self._pending
@@ -508,7 +606,8 @@ class PostgresJournal(PostgresSignals):
         while True:
             try:
                 conn = await self._writer_connection()
-                results, committed = await self._transaction(conn, group, retried, split)
+                started = time.perf_counter()
+                results, committed, fenced = await self._transaction(conn, group, retried, split)
             except CreatesFailed:
                 split = True  # one by one, to find which of them it was
                 continue
@@ -545,7 +644,20 @@ class PostgresJournal(PostgresSignals):
                 self._writable = True
                 self._last_error = ""
                 logger.info("journal %s: commits succeed again", self._description)
-            self._committed(group, results, committed)
+            observe = self.on_commit
+            if observe is not None and writes_anything(group):
+                observe(time.perf_counter() - started)
+            stop_after, self._stop_after_event = self._stop_after_event, None
+            if stop_after is not None and not any(
+                row[1] == stop_after
+                for item in group
+                if isinstance(item, Batch)
+                for row in item.events
+            ):
+                self._stop_after_event = stop_after
+            elif stop_after is not None:
+                os.kill(os.getpid(), signal.SIGSTOP)  # the fault: resumed by SIGCONT
+            self._committed(group, results, committed, fenced)
             return True
 
     async def _writer_connection(self) -> Connection:
@@ -567,8 +679,9 @@ class PostgresJournal(PostgresSignals):
 
     async def _transaction(
         self, conn: Connection, group: list[Batch | Op], retried: bool, split: bool
-    ) -> tuple[dict[int, Any], dict[str, int]]:
-        """Write ``group``; each operation's result (by ``id``) and each execution's last event.
+    ) -> tuple[dict[int, Any], dict[str, int], set[str]]:
+        """Write ``group``; each operation's result (by ``id``), each execution's last event, and
+        the executions whose entries were fenced off (held by another owner, or finished).
 
         A group of entries only is one statement (its own transaction) when its parts allow it;
         anything else runs in a transaction: the creates first, together (no entry of this group
@@ -577,18 +690,28 @@ class PostgresJournal(PostgresSignals):
         """
         results: dict[int, Any] = {}
         committed: dict[str, int] = {}
+        fenced: set[str] = set()
+        owner = self._owner
         if all(isinstance(item, Batch) and not item.rows for item in group):
-            return results, committed
+            return results, committed, fenced
         creates = [i for i in group if isinstance(i, Op) and i.record is not None]
         rest = [i for i in group if not (isinstance(i, Op) and i.record is not None)]
         if not creates:
             entries_only = [item for item in rest if isinstance(item, Batch)]
             if len(entries_only) == len(rest):
-                args = one_statement(entries_only, committed)
+                args = one_statement(entries_only, committed, owner)
                 if args is not None:
-                    await conn.execute(COMMIT_ENTRIES, *args)
-                    return results, committed
+                    await commit_entries(conn, args, owner, fenced)
+                    for execution_id in fenced:
+                        committed.pop(execution_id, None)
+                    return results, committed, fenced
                 committed.clear()
+        if owner is not None:
+            until = self._wall() + self._lease  # a whole lease from (about) the commit
+            for op in creates:
+                assert op.record is not None
+                if not op.record.owner:
+                    op.params = (*op.params[:14], owner, until, *op.params[16:])
         async with conn.transaction():
             for chunk in [[c] for c in creates] if split else [creates] if creates else []:
                 try:
@@ -605,7 +728,7 @@ class PostgresJournal(PostgresSignals):
                     batches.append(item)
                     continue
                 # An operation sees everything submitted before it.
-                await write_batches(conn, batches, committed)
+                await write_batches(conn, batches, committed, owner, fenced)
                 batches = []
                 assert item.run is not None
                 try:
@@ -614,12 +737,34 @@ class PostgresJournal(PostgresSignals):
                     if environmental(exc):
                         raise
                     raise OpFailed(item, exc) from exc
-            await write_batches(conn, batches, committed)
-        return results, committed
+            await write_batches(conn, batches, committed, owner, fenced)
+        return results, committed, fenced
 
     def _committed(
-        self, group: list[Batch | Op], results: dict[int, Any], committed: dict[str, int]
+        self,
+        group: list[Batch | Op],
+        results: dict[int, Any],
+        committed: dict[str, int],
+        fenced: set[str],
     ) -> None:
+        if fenced:
+            # Before any ``then`` of the group: the gateway stops those executions first, so
+            # that nothing of theirs is reported, and no call of theirs sent, on this commit.
+            self._disowned.update(fenced)
+            logger.warning(
+                "journal %s: %d executions are no longer this replica's (taken over, or"
+                " finished); their entries were not written",
+                self._description,
+                len(fenced),
+            )
+            if self._on_lost is not None:
+                try:
+                    self._on_lost(set(fenced))
+                except Exception as exc:
+                    assert self._loop is not None
+                    self._loop.call_exception_handler(
+                        {"message": "the journal's on_lost callback failed", "exception": exc}
+                    )
         for item in group:
             if isinstance(item, Op):
                 self._resolve(item.future, results[id(item)])

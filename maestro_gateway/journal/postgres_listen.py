@@ -4,6 +4,10 @@
 event, and :meth:`Waiters.listen` when another replica does (its commit NOTIFYs ``CHANNEL``
 with ``id<TAB>sequence`` lines). While the LISTEN connection is down, nothing is heard: when it
 is back, every waiter is woken to look for itself, so a commit announced meanwhile is not missed.
+
+The same connection hears the cancels requested on any replica (``CANCEL_CHANNEL``, the payload
+an execution id), handed to ``on_cancel``; after a reconnection it is called with "" (look at
+every request: some may have been announced meanwhile).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 from maestro_gateway.journal.postgres_connect import connect_delay
-from maestro_gateway.journal.postgres_schema import CHANNEL, parse_payload
+from maestro_gateway.journal.postgres_schema import CANCEL_CHANNEL, CHANNEL, parse_payload
 
 if TYPE_CHECKING:
     import asyncpg
@@ -32,10 +36,14 @@ class Waiters:
 
     Args:
         own_pid: the server pid of this journal's writer connection (its NOTIFYs are its own).
+        on_cancel: told the execution id of each cancel announced on ``CANCEL_CHANNEL``.
     """
 
-    def __init__(self, own_pid: Callable[[], int]) -> None:
+    def __init__(
+        self, own_pid: Callable[[], int], on_cancel: Callable[[str], None] | None = None
+    ) -> None:
         self._own_pid = own_pid
+        self._on_cancel = on_cancel
         self._by_id: dict[str, list[Waiter]] = {}
 
     def park(self, execution_id: str, after: int) -> Waiter:
@@ -72,6 +80,16 @@ class Waiters:
             return  # our own commit: its waiters were woken already
         self.wake(parse_payload(str(payload)))
 
+    def on_cancel_notify(self, conn: object, pid: int, channel: str, payload: object) -> None:
+        """The LISTEN callback of ``CANCEL_CHANNEL``: a cancel was requested."""
+        if self._on_cancel is not None:
+            self._on_cancel(str(payload))
+
+    async def subscribe(self, conn: Connection) -> None:
+        """LISTEN on ``conn`` to both channels."""
+        await conn.add_listener(CHANNEL, self.on_notify)
+        await conn.add_listener(CANCEL_CHANNEL, self.on_cancel_notify)
+
     async def listen(
         self, conn: Connection | None, connect: Callable[[], Awaitable[Connection]]
     ) -> None:
@@ -81,7 +99,7 @@ class Waiters:
             if conn is None:
                 try:
                     conn = await connect()
-                    await conn.add_listener(CHANNEL, self.on_notify)
+                    await self.subscribe(conn)
                 except Exception:
                     if conn is not None:
                         conn.terminate()
@@ -91,6 +109,8 @@ class Waiters:
                     continue
                 attempt = 0
                 self.wake_all()  # what was announced while no one listened
+                if self._on_cancel is not None:
+                    self._on_cancel("")
             lost = asyncio.Event()
 
             def terminated(_: object, lost: asyncio.Event = lost) -> None:

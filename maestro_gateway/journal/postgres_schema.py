@@ -130,6 +130,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX maestro_signals_undispatched ON maestro_signals (sequence)"
         " WHERE NOT dispatched",
     ),
+    (
+        # Cancels asked for on one replica of an execution another one runs (DESIGN §11): the
+        # owner is told by NOTIFY and polls; a request outlives a takeover, so the next owner
+        # honours it too. Deleted with its execution.
+        """CREATE TABLE maestro_cancels (
+            execution_id text PRIMARY KEY,
+            reason text NOT NULL,
+            requested_at double precision NOT NULL
+        )""",
+    ),
 )
 
 #: The schema version this code writes.
@@ -214,18 +224,38 @@ UPDATE_LAST_SEQUENCES = (
     "  WHERE e.execution_id = v.execution_id RETURNING 1"
     ") SELECT CASE WHEN $4::text = '' THEN NULL ELSE pg_notify($3::text, $4::text) END"
 )
+# Fencing (DESIGN §11): the executions of a group's entries that still exist and, when an owner
+# is given ($27; NULL: no fencing), that this owner holds, locked until the commit: a replica
+# claiming one meanwhile either waits for us or, having committed first, makes us see its
+# owner and skip the row (READ COMMITTED re-checks a locked row's condition on its newest
+# version). Only these executions' entries are written. $28: every execution id of the group.
+OWNED = (
+    "SELECT execution_id FROM maestro_executions WHERE execution_id = ANY($28::text[])"
+    " AND ($27::text IS NULL OR owner = $27::text) ORDER BY execution_id FOR NO KEY UPDATE"
+)
+FENCED = (
+    "ARRAY(SELECT i FROM unnest($28::text[]) AS i WHERE i NOT IN (SELECT execution_id FROM owned))"
+)
+# The same lock, as a statement of its own (groups written in several statements): $1 ids, $2
+# owner.
+LOCK_OWNED = (
+    "SELECT execution_id FROM maestro_executions WHERE execution_id = ANY($1::text[])"
+    " AND owner = $2::text ORDER BY execution_id FOR NO KEY UPDATE"
+)
 # A group of entries only (no create, claim ...) in one statement, so one round trip and no
 # BEGIN/COMMIT: the statement is its own transaction. Its parts see the table as it was before
 # it, so the writer uses it only when no part depends on another (an outcome whose intent is in
 # the same group, one attempt or one execution's state twice): else the statements above, in
 # order, inside a transaction.
 COMMIT_ENTRIES = (
-    "WITH events AS ("
+    "WITH owned AS MATERIALIZED ("
+    f"  {OWNED}"
+    "), events AS ("
     "  INSERT INTO maestro_events (execution_id, sequence, time, kind, data)"
     "  SELECT v.execution_id, v.sequence, v.time, v.kind, v.data"
     "  FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::text[], $5::text[])"
     "  AS v(execution_id, sequence, time, kind, data)"
-    "  WHERE EXISTS (SELECT 1 FROM maestro_executions e WHERE e.execution_id = v.execution_id)"
+    "  WHERE v.execution_id IN (SELECT execution_id FROM owned)"
     "  ON CONFLICT DO NOTHING"
     "), intents AS ("
     "  INSERT INTO maestro_attempts"
@@ -233,7 +263,7 @@ COMMIT_ENTRIES = (
     "  SELECT v.execution_id, v.step, v.compensation, v.attempt, v.started_at, v.request"
     "  FROM unnest($6::text[], $7::text[], $8::boolean[], $9::integer[], $10::float8[],"
     "  $11::text[]) AS v(execution_id, step, compensation, attempt, started_at, request)"
-    "  WHERE EXISTS (SELECT 1 FROM maestro_executions e WHERE e.execution_id = v.execution_id)"
+    "  WHERE v.execution_id IN (SELECT execution_id FROM owned)"
     "  ON CONFLICT (execution_id, step, compensation, attempt) DO UPDATE"
     "  SET started_at = excluded.started_at, request = excluded.request,"
     "  ended_at = NULL, response = NULL, error = NULL"
@@ -244,6 +274,7 @@ COMMIT_ENTRIES = (
     "  AS v(ended_at, response, error, execution_id, step, compensation, attempt)"
     "  WHERE a.execution_id = v.execution_id AND a.step = v.step"
     "  AND a.compensation = v.compensation AND a.attempt = v.attempt"
+    "  AND v.execution_id IN (SELECT execution_id FROM owned)"
     "), executions AS ("
     "  UPDATE maestro_executions e SET"
     "  last_sequence = greatest(e.last_sequence, v.sequence),"
@@ -254,8 +285,9 @@ COMMIT_ENTRIES = (
     "  lease_until = CASE WHEN v.finished THEN 0 ELSE e.lease_until END"
     "  FROM unnest($19::text[], $20::bigint[], $21::text[], $22::float8[], $23::boolean[],"
     "  $24::text[]) AS v(execution_id, sequence, state, ended_at, finished, result)"
-    "  WHERE e.execution_id = v.execution_id"
-    ") SELECT CASE WHEN $26::text = '' THEN NULL ELSE pg_notify($25::text, $26::text) END"
+    "  WHERE e.execution_id = v.execution_id AND e.execution_id IN (SELECT execution_id FROM owned)"
+    ") SELECT CASE WHEN $26::text = '' THEN NULL ELSE pg_notify($25::text, $26::text) END,"
+    f" {FENCED}"
 )
 SELECT_LAST_SEQUENCE = "SELECT last_sequence FROM maestro_executions WHERE execution_id = $1"
 SELECT_EVENTS = (
@@ -289,6 +321,8 @@ DELETE_FINISHED = (
     "  DELETE FROM maestro_events WHERE execution_id IN (SELECT execution_id FROM doomed)"
     "), attempts AS ("
     "  DELETE FROM maestro_attempts WHERE execution_id IN (SELECT execution_id FROM doomed)"
+    "), cancels AS ("
+    "  DELETE FROM maestro_cancels WHERE execution_id IN (SELECT execution_id FROM doomed)"
     "), signals AS ("
     "  DELETE FROM maestro_signals WHERE time < $1::float8"
     ") SELECT count(*), coalesce(array_agg(DISTINCT source_hash), '{}') FROM doomed"
@@ -304,6 +338,24 @@ DELETE_DEFINITIONS = (
     " AND NOT EXISTS (SELECT 1 FROM maestro_executions e WHERE e.source_hash = d.source_hash)"
 )
 NOTIFY = "SELECT pg_notify($1::text, $2::text)"
+# Leases handed back at a graceful shutdown: another replica claims them at its next look.
+RELEASE = (
+    "UPDATE maestro_executions SET owner = '', lease_until = 0"
+    f" WHERE execution_id = ANY($1::text[]) AND owner = $2::text AND state IN {UNFINISHED}"
+)
+# A cancel asked for on one replica, for the owner to carry out (kept once: the first reason).
+REQUEST_CANCEL = (
+    "INSERT INTO maestro_cancels (execution_id, reason, requested_at)"
+    " SELECT $1::text, $2::text, $3::float8 WHERE EXISTS (SELECT 1 FROM maestro_executions"
+    f" WHERE execution_id = $1::text AND state IN {UNFINISHED})"
+    " ON CONFLICT (execution_id) DO NOTHING"
+)
+SELECT_UNFINISHED = f"SELECT EXISTS (SELECT 1 FROM maestro_executions WHERE execution_id = $1 AND state IN {UNFINISHED})"
+SELECT_CANCELS = (
+    "SELECT c.execution_id, c.reason FROM maestro_cancels c"
+    " JOIN maestro_executions e ON e.execution_id = c.execution_id"
+    f" WHERE e.owner = $1::text AND e.state IN {UNFINISHED} ORDER BY c.requested_at"
+)
 
 # Signals: the columns in the order of ``sqlite_schema.SIGNAL_COLUMNS`` (one row codec), the
 # parameters in the order of its ``signal_params`` and ``lineage_params``.
@@ -333,6 +385,8 @@ UPDATE_LINEAGE = (
 
 #: The LISTEN/NOTIFY channel on which commits announce new events (``id\tsequence`` lines).
 CHANNEL = "maestro_journal_events"
+#: The channel on which a requested cancel is announced (the payload: the execution id).
+CANCEL_CHANNEL = "maestro_journal_cancels"
 #: PostgreSQL refuses a notification payload of 8000 bytes or more.
 NOTIFY_LIMIT = 7900
 

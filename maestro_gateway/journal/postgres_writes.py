@@ -3,6 +3,10 @@
 A group is what the writer takes at once: batches of entries (:mod:`.batch`) and operations
 (create, claim, renew, delete_finished), in submission order. Entries alone go in one statement
 when their parts do not depend on each other; creates go in one statement for the group.
+
+Fencing (DESIGN §11): given the owner this process writes as, the entries of an execution it does
+not hold at commit time are not written (the rows are locked first, so a claim by another replica
+cannot slip in between the check and the write); their ids are collected in ``fenced``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from maestro_gateway.journal.postgres_schema import (
     CREATE_EXECUTIONS,
     INSERT_EVENTS,
     KEEP_DEFINITION,
+    LOCK_OWNED,
     NOTIFY,
     SELECT_RECORD,
     UPDATE_LAST_SEQUENCES,
@@ -115,16 +120,43 @@ async def insert_records(
         results[id(op)] = existing
 
 
-async def write_batches(conn: Connection, batches: list[Batch], committed: dict[str, int]) -> None:
-    """Apply ``batches`` (one statement when their parts allow it), announcing their events."""
+async def commit_entries(
+    conn: Connection, args: list[Any], owner: str | None, fenced: set[str]
+) -> None:
+    """Run COMMIT_ENTRIES with ``args`` (from :func:`one_statement`); what it fenced into
+    ``fenced``."""
+    row = await conn.fetchrow(COMMIT_ENTRIES, *args)
+    if owner is not None and row is not None and row[1]:
+        fenced.update(row[1])
+
+
+async def write_batches(
+    conn: Connection,
+    batches: list[Batch],
+    committed: dict[str, int],
+    owner: str | None = None,
+    fenced: set[str] | None = None,
+) -> None:
+    """Apply ``batches`` (one statement when their parts allow it), announcing their events.
+
+    With an ``owner``, only the entries of the executions it holds are written; the ids of the
+    others are added to ``fenced``.
+    """
     if not any(batch.rows for batch in batches):
         return
+    lost: set[str] = set()
     part: dict[str, int] = {}
-    args = one_statement(batches, part)
+    args = one_statement(batches, part, owner)
     if args is not None:
-        await conn.execute(COMMIT_ENTRIES, *args)
+        await commit_entries(conn, args, owner, lost)
     else:
         part.clear()
+        if owner is not None:
+            touched = touched_ids(batches)
+            owned = {row[0] for row in await conn.fetch(LOCK_OWNED, touched, owner)}
+            lost.update(i for i in touched if i not in owned)
+            if lost:
+                batches = [kept(batch, owned) for batch in batches]
         events = [row for batch in batches for row in batch.events]
         if events:
             await conn.execute(INSERT_EVENTS, *columns(events, 5))
@@ -153,13 +185,45 @@ async def write_batches(conn: Connection, batches: list[Batch], committed: dict[
                 payloads[0] if payloads else "",
             )
     for execution_id, sequence in part.items():
-        if committed.get(execution_id, 0) < sequence:
+        if execution_id not in lost and committed.get(execution_id, 0) < sequence:
             committed[execution_id] = sequence
+    if fenced is not None:
+        fenced.update(lost)
 
 
-def one_statement(batches: list[Batch], committed: dict[str, int]) -> list[Any] | None:
+def touched_ids(batches: list[Batch]) -> list[str]:
+    """Every execution id the entries of ``batches`` are about, sorted (rows lock in one order)."""
+    ids: set[str] = set()
+    for batch in batches:
+        ids.update(row[0] for row in batch.events)
+        for is_intent, rows in batch.attempt_runs:
+            ids.update(row[0] if is_intent else row[3] for row in rows)
+        ids.update(row[4] for row in batch.states)
+    return sorted(ids)
+
+
+def kept(batch: Batch, owned: set[str]) -> Batch:
+    """``batch`` with the entries of the executions in ``owned`` only (no ``then``: the writer
+    runs those of the batches it was given)."""
+    out = Batch()
+    out.events = [row for row in batch.events if row[0] in owned]
+    for is_intent, rows in batch.attempt_runs:
+        for row in rows:
+            if (row[0] if is_intent else row[3]) in owned:
+                out.add_attempt(is_intent, row)
+    out.states = [row for row in batch.states if row[4] in owned]
+    out.last_sequence = {i: s for i, s in batch.last_sequence.items() if i in owned}
+    out.rows = len(out.events) + len(out.states) + sum(len(r) for _, r in out.attempt_runs)
+    return out
+
+
+def one_statement(
+    batches: list[Batch], committed: dict[str, int], owner: str | None = None
+) -> list[Any] | None:
     """The arguments of COMMIT_ENTRIES for ``batches``, or None when their parts depend on each
-    other (then they need the statements one after the other); fills ``committed``."""
+    other (then they need the statements one after the other); fills ``committed``.
+
+    ``owner`` fences the entries (None: every existing execution's are written)."""
     intents: list[tuple[Any, ...]] = []
     outcomes: list[tuple[Any, ...]] = []
     keys: set[tuple[Any, ...]] = set()
@@ -196,6 +260,8 @@ def one_statement(batches: list[Batch], committed: dict[str, int]) -> list[Any] 
         *columns(execution_rows, 6),
         CHANNEL,
         payloads[0] if payloads else "",
+        owner,
+        touched_ids(batches),
     ]
 
 

@@ -51,7 +51,7 @@ from maestro_gateway.journal.base import (
     JournalError,
     Page,
 )
-from maestro_gateway.journal.batch import Batch
+from maestro_gateway.journal.batch import Batch, CommitObserver, writes_anything
 from maestro_gateway.journal.paging import decode_token, encode_token
 from maestro_gateway.journal.sqlite_schema import (
     APPLICATION_ID,
@@ -130,6 +130,10 @@ class SqliteJournal(SqliteSignals):
     """
 
     durable = True
+    replicas = None
+    """One process holds the file (a second gateway is refused): nothing to fence."""
+    on_commit: CommitObserver | None = None
+    """Told the seconds of each group commit, from the writer thread (the metrics)."""
 
     def __init__(
         self,
@@ -539,6 +543,7 @@ class SqliteJournal(SqliteSignals):
         """Commit ``group``, retrying until it is durable; False when told to give up."""
         delay = _FIRST_RETRY
         while True:
+            started = time.perf_counter()
             try:
                 results, committed = self._transaction(conn, group)
             except Exception as exc:
@@ -573,6 +578,9 @@ class SqliteJournal(SqliteSignals):
             ):
                 os.kill(os.getpid(), signal.SIGKILL)
             self._created = False
+            observe = self.on_commit
+            if observe is not None and writes_anything(group):
+                observe(time.perf_counter() - started)
             self._call_loop(self._committed, group, results, committed)
             return True
 

@@ -4,7 +4,8 @@
 ``shutdown(grace)``; ``reload()`` swaps the served workflows.
 
 Start-up order (DESIGN §10): health NOT_SERVING, every unfinished execution of the journal
-resumed, the port bound, then SERVING. While serving, health follows the journal (NOT_SERVING
+resumed (on a journal replicas share, those no live lease holds; then the leases are kept:
+:mod:`.runs`), the port bound, then SERVING. While serving, health follows the journal (NOT_SERVING
 while it cannot be written) and finished executions past ``retention`` are deleted (at start and
 every minute). Shutdown order (DESIGN §5, §10): health goes NOT_SERVING at once, new executions
 are refused with UNAVAILABLE, running ones get ``grace`` seconds, what is left is handed over to
@@ -21,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.rpc import error_details_pb2  # noqa: F401  (registers ErrorInfo for reflection)
@@ -34,9 +35,12 @@ from maestro_gateway.server.limits import RequestLimits, add_gateway_servicer
 from maestro_gateway.server.logfmt import logfmt
 from maestro_gateway.server.reflection import enable_reflection
 from maestro_gateway.server.registry import WorkflowRegistry, validate_source
-from maestro_gateway.server.runs import Runs
+from maestro_gateway.server.runs import DEFAULT_LEASE, Runs
 from maestro_gateway.server.service import GatewayService
 from maestro_gateway.transports.base import TransportFactory
+
+if TYPE_CHECKING:
+    from maestro_gateway.server.metrics import GatewayMetrics
 
 log = logging.getLogger("maestro_gateway.server")
 
@@ -93,6 +97,7 @@ class GatewayServer:
         tls: server TLS, or None for plaintext.
         on_close: awaited during shutdown, before the journal closes (closes the transports).
         retention: seconds finished executions are kept in the journal.
+        metrics: the metrics to feed (the admin port's ``/metrics``), or None for none.
     """
 
     def __init__(
@@ -104,6 +109,7 @@ class GatewayServer:
         tls: TLSFiles | None = None,
         on_close: Callable[[], Awaitable[None]] | None = None,
         retention: float = DEFAULT_RETENTION,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.service = service
         self.host = host
@@ -112,12 +118,18 @@ class GatewayServer:
         self._tls = tls
         self._on_close = on_close
         options = (*SERVER_OPTIONS, *service.limits.server_options())
-        self._server = grpc.aio.server(options=options)
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.attach(service)
+        interceptors = metrics.interceptors() if metrics is not None else None
+        self._server = grpc.aio.server(options=options, interceptors=interceptors)
         self.health = health.aio.HealthServicer()
         self._stopped = False
         self._chores: list[asyncio.Task[None]] = []
         self.recovered = 0
         """How many unfinished executions the start resumed."""
+        self.started = False
+        """True once recovery is done and the port serves (``/readyz``)."""
 
     @property
     def journal(self) -> Journal:
@@ -148,6 +160,7 @@ class GatewayServer:
         await self._delete_expired()
         self._prepare()
         self.recovered = await self.service.runs.recover()
+        self.service.runs.keep_leases()  # replicas: renew, claim expired leases, take cancels
         await self.service.signals.redispatch()
         add_gateway_servicer(self.service, server, self.service.limits)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -162,6 +175,7 @@ class GatewayServer:
         self.port = port
         await server.start()
         await self._set_health(serving=True)
+        self.started = True
         loop = asyncio.get_running_loop()
         self._chores = [
             loop.create_task(self._follow_journal()),
@@ -259,8 +273,10 @@ def create_gateway(
     transports: TransportFactory | None = None,
     journal: Journal | None = None,
     retention: float = DEFAULT_RETENTION,
+    lease: float = DEFAULT_LEASE,
     engine_options: dict[str, Any] | None = None,
     limits: RequestLimits | None = None,
+    metrics: GatewayMetrics | None = None,
 ) -> tuple[GatewayServer, Sequence[Diagnostic]]:
     """Build a gateway serving the workflows of ``directory`` with the real engine.
 
@@ -274,9 +290,11 @@ def create_gateway(
             shutdown).
         journal: an opened journal, closed on shutdown (default: a new in-memory one).
         retention: seconds finished executions are kept.
+        lease: seconds an execution's lease lasts on a journal replicas share (DESIGN §11).
         engine_options: more keyword arguments of ``Engine`` (a clock, a random generator).
         limits: bounds on requests (default ``RequestLimits()``); YAML bounds are process-wide
             (``maestro_gateway.model.yamlnodes.set_default_limits``).
+        metrics: the metrics to feed (``maestro_gateway.server.metrics``), or None.
 
     Returns:
         The server (not started yet) and the problems of the files that were not loaded.
@@ -299,7 +317,7 @@ def create_gateway(
     engine = Engine(transports, journal=journal, **(engine_options or {}))
     service = GatewayService(
         registry,
-        Runs(engine, journal),
+        Runs(engine, journal, lease=lease),
         check_input=_check_input,
         validate_source=lambda source: validate_source(source, registry.names()),
         max_concurrent=max_concurrent,
@@ -307,6 +325,12 @@ def create_gateway(
     )
     engine.signals = service.signals  # wait and emit steps (DESIGN §13)
     server = GatewayServer(
-        service, host=host, port=port, tls=tls, on_close=on_close, retention=retention
+        service,
+        host=host,
+        port=port,
+        tls=tls,
+        on_close=on_close,
+        retention=retention,
+        metrics=metrics,
     )
     return server, problems

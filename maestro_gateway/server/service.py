@@ -18,6 +18,7 @@ it is ALREADY_EXISTS (DESIGN §10).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import re
@@ -44,6 +45,7 @@ from maestro_gateway.journal.base import (
     BadPageToken,
     ExecutionFilter,
     ExecutionRecord,
+    ExecutionState,
     Journal,
 )
 from maestro_gateway.model.types import SIGNAL_NAME, Workflow
@@ -56,6 +58,8 @@ from maestro_gateway.server.convert import (
     result_to_proto,
     signal_to_proto,
 )
+from maestro_gateway.server.feed import DEFAULT_LIMIT as DEFAULT_STREAM_BUFFER
+from maestro_gateway.server.feed import EventFeed
 from maestro_gateway.server.limits import RequestLimits, value_depth
 from maestro_gateway.server.logfmt import logfmt
 from maestro_gateway.server.registry import WorkflowRegistry
@@ -78,7 +82,6 @@ WATCH_POLL = 1.0
 """Seconds a watcher waits for the next event before it looks at the journal again."""
 CANCEL_SETTLE = 1.0
 """Seconds ``CancelExecution`` waits for the execution to react before answering."""
-_DONE = object()
 
 
 InputChecker = Callable[[Workflow, Any], None]
@@ -130,6 +133,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         self._validate_source = validate_source
         self.max_concurrent = max_concurrent
         self.limits = limits or RequestLimits()
+        self.stream_buffer = DEFAULT_STREAM_BUFFER
+        """Events an ``Execute`` stream buffers for a slow reader before reading the journal."""
         self._validations = 0
         self._draining = False
         self._closed = False
@@ -171,8 +176,10 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
 
     async def Execute(self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext) -> None:
         """Run a workflow, streaming one message per event, ``finished`` last."""
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        record, task = await self._admit(request, context, queue.put_nowait)
+        # Bounded: a client that reads slowly gets what overflowed from the journal (issue 14).
+        events = EventFeed(self.journal, limit=self.stream_buffer)
+        record, task = await self._admit(request, context, events.put)
+        events.execution_id = record.execution_id
         if task is None:
             finished = await self._follow(record.execution_id, 0, context)
             if finished is None:
@@ -180,19 +187,23 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
             if finished.result.status is not ExecutionStatus.SUCCEEDED:
                 await rpc.abort(context, rpc.result_status(finished.result))
             return
-        task.add_done_callback(lambda _: queue.put_nowait(_DONE))
+        task.add_done_callback(lambda _: events.close())
         finished = None
+        sent = 0
         try:
-            while True:
-                item = await queue.get()
-                if item is _DONE:
-                    break
+            while (item := await events.get()) is not None:
                 await context.write(event_to_proto(item))
+                sent = item.sequence
                 if isinstance(item, ExecutionFinished):
                     finished = item
         except asyncio.CancelledError:
             task.cancel()
             raise
+        if finished is None and record.execution_id in self.runs.lost:
+            # Another replica took it over (DESIGN §11): the rest of it comes from the journal.
+            finished = await self._follow(record.execution_id, sent, context)
+            if finished is None:
+                await self._abort_continues(record.execution_id, context)
         if finished is None:
             await self._abort_broken(record.execution_id, task, context)
         elif finished.result.status is not ExecutionStatus.SUCCEEDED:
@@ -213,7 +224,12 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
             except asyncio.CancelledError:
                 task.cancel()
                 raise
-            if task.cancelled():
+            if task.cancelled() and record.execution_id in self.runs.lost:
+                # Another replica took it over (DESIGN §11): its result comes from the journal.
+                result = await self._result_of(record.execution_id)
+                if result is None:
+                    await self._abort_continues(record.execution_id, context)
+            elif task.cancelled():
                 # Cancelled (CancelExecution, a shutdown): it ends with its journaled result, if any.
                 current = await self.journal.get(record.execution_id)
                 if current is None or current.result is None:
@@ -287,16 +303,20 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         record = await self._lookup(request.execution_id, context)
         execution_id = record.execution_id
         if record.state.finished:
-            await rpc.abort(
-                context,
-                rpc.rich_status(
-                    Code.FAILED_PRECONDITION,
-                    f"execution '{execution_id}' has finished ({record.state.value})",
-                    rpc.REASON_FINISHED,
-                    {"execution_id": execution_id, "status": record.state.value},
-                ),
-            )
-        if not await self.runs.cancel(execution_id, request.reason):
+            await rpc.abort(context, _finished(record))
+        replicas = self.journal.replicas
+        # Recorded first on a shared journal (DESIGN §11): whichever replica runs it, or takes
+        # it over, carries it out.
+        if replicas is not None and not await replicas.request_cancel(execution_id, request.reason):
+            record = await self._lookup(execution_id, context)
+            await rpc.abort(context, _finished(record))
+        if await self.runs.cancel(execution_id, request.reason):
+            task = self.runs.task(execution_id)
+            if task is not None:
+                await asyncio.wait({task}, timeout=CANCEL_SETTLE)
+        elif replicas is not None:
+            await self._settle(record)  # another replica runs it: told by the journal
+        else:
             await rpc.abort(
                 context,
                 rpc.rich_status(
@@ -307,11 +327,20 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
                     {"execution_id": execution_id},
                 ),
             )
-        task = self.runs.task(execution_id)
-        if task is not None:
-            await asyncio.wait({task}, timeout=CANCEL_SETTLE)
         current = await self.journal.get(execution_id)
         return execution_to_proto(current or record)
+
+    async def _settle(self, record: ExecutionRecord) -> None:
+        """Wait (at most ``CANCEL_SETTLE``) for a cancel sent to another replica to show."""
+        journal = self.journal
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CANCEL_SETTLE):
+                current: ExecutionRecord | None = record
+                while current is not None and current.state is ExecutionState.RUNNING:
+                    await journal.wait_events(
+                        record.execution_id, current.last_sequence, CANCEL_SETTLE
+                    )
+                    current = await journal.get(record.execution_id)
 
     # -- workflows ---------------------------------------------------------------------------
 
@@ -736,6 +765,16 @@ async def _invalid(context: grpc.aio.ServicerContext, field: str, message: str) 
         rpc.rich_status(
             Code.INVALID_ARGUMENT, message, rpc.REASON_INVALID_REQUEST, {"field": field}
         ),
+    )
+
+
+def _finished(record: ExecutionRecord) -> grpc.Status:
+    execution_id = record.execution_id
+    return rpc.rich_status(
+        Code.FAILED_PRECONDITION,
+        f"execution '{execution_id}' has finished ({record.state.value})",
+        rpc.REASON_FINISHED,
+        {"execution_id": execution_id, "status": record.state.value},
     )
 
 
