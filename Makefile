@@ -34,8 +34,10 @@ node: $(NODE_STAMP)
 # The walk-through: the demo services and `maestro serve --port 50050`, then checkouts through
 # Execute (success, a compensated failure, retries, a gateway killed mid-call), a Maestro.go
 # workflow against a service on Maestro.go's envelope, and an order reserved line by line
-# (foreach, a payment sub-workflow, a switch), then undone. SHOWCASE_ARGS="--keep" leaves it all
-# running until Ctrl-C; SHOWCASE_ARGS="--free-ports" avoids the fixed ports.
+# (foreach, a payment sub-workflow, a switch), then undone, and two workflows chained by
+# signals (an emit triggers another team's workflow, which waits for `maestro signals send`).
+# SHOWCASE_ARGS="--keep" leaves it all running until Ctrl-C; SHOWCASE_ARGS="--free-ports"
+# avoids the fixed ports.
 demo: $(STAMP) node
 	$(PY) -m demo.showcase $(SHOWCASE_ARGS)
 

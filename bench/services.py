@@ -118,9 +118,10 @@ class Shipping(shipping_pb2_grpc.ShippingServicer):  # type: ignore[misc]
         return shipping_pb2.Shipment(id=f"shp-{n}", tracking_number=f"TRK{n:08d}", carrier="bench")
 
 
-def _add_reflection(server: grpc.aio.Server) -> None:
-    """Serve reflection under v1alpha (grpcio's) and v1 (same messages on the wire)."""
-    names = (*SERVICE_NAMES, reflection.SERVICE_NAME)
+def add_reflection(server: grpc.aio.Server, services: tuple[str, ...] = SERVICE_NAMES) -> None:
+    """Serve reflection of ``services`` under v1alpha (grpcio's) and v1 (same messages on the
+    wire)."""
+    names = (*services, reflection.SERVICE_NAME)
     reflection.enable_server_reflection(names, server)
     servicer = reflection.ReflectionServicer(names)
     server.add_generic_rpc_handlers(
@@ -145,7 +146,7 @@ async def start_grpc(gauge: Gauge, host: str, port: int) -> tuple[grpc.aio.Serve
     inventory_pb2_grpc.add_InventoryServicer_to_server(Inventory(gauge), server)
     payments_pb2_grpc.add_PaymentsServicer_to_server(Payments(gauge), server)
     shipping_pb2_grpc.add_ShippingServicer_to_server(Shipping(gauge), server)
-    _add_reflection(server)
+    add_reflection(server)
     bound = server.add_insecure_port(f"{host}:{port}")
     await server.start()
     return server, bound

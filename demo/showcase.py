@@ -26,7 +26,14 @@ every event as it arrives:
    ``pay.charge``);
 7. the same order while shipping refuses the parcel (a fault injected through its control
    plane): the gift, the payment's receipt and charge, and every line's reservation are undone,
-   newest first; then which reservations inventory released and what payments received.
+   newest first; then which reservations inventory released and what payments received;
+8. signals, between two teams' workflows: ``pay_order`` (``workflows/pay-order.yaml``, the
+   payments team's) charges an order and emits ``order.paid``; ``fulfil``
+   (``workflows/fulfil.yaml``, the warehouse team's) is started by it (a trigger with ``dedup``
+   on the order id), reserves the stock and waits for the signal ``parcel.packed``, which the
+   demo sends with ``maestro signals send``, then ships and emits ``order.shipped``; the payment
+   announced again (the same id, then another id for the same order) starts nothing;
+   ``maestro signals show`` draws the lineage: pay_order → order.paid → fulfil → order.shipped.
 
 It then prints the grpcurl command that does the same by hand. Every process it started is
 stopped at the end, on Ctrl-C/SIGTERM and on failure. Exit status: 0 when every run behaved as
@@ -60,6 +67,7 @@ from demo.harness import DEFAULT_PORTS, ROOT, DemoServices, running_services
 from demo.showcase_view import (
     STEP_WIDTH,
     Outcome,
+    SignalsRun,
     check_compensated,
     check_lines_compensated,
     check_lines_succeeded,
@@ -68,6 +76,7 @@ from demo.showcase_view import (
     check_retried,
     check_rewarded,
     check_rewards_compensated,
+    check_signals,
     check_succeeded,
     event_line,
     result_lines,
@@ -75,6 +84,8 @@ from demo.showcase_view import (
 )
 
 DEFAULT_GATEWAY_PORT = 50050
+DEFAULT_ADMIN_PORT = 9464
+"""The gateway's admin port (/metrics /healthz /readyz)."""
 CALL_TIMEOUT = 60.0
 EXIT_OK, EXIT_UNEXPECTED, EXIT_START = 0, 1, 2
 
@@ -99,6 +110,15 @@ LINES: dict[str, Any] = {
 """An input of ``order_lines``: three lines, reserved at most two at a time."""
 PATH_WIDTH = 18
 """The step column's width in the order-lines scenes, wide enough for ``lines[0].reserve``."""
+
+PAID: dict[str, Any] = {
+    "order_id": "A-2001",
+    "sku": "sku-1",
+    "qty": 1,
+    "amount": 2599,
+    "address": "1 Main St",
+}
+"""An input of ``pay_order`` (scene 8)."""
 
 REWARDS: dict[str, Any] = {
     "order_id": "A-1005",
@@ -174,12 +194,16 @@ async def execute(
     order: dict[str, Any],
     workflow: str = "checkout",
     width: int = STEP_WIDTH,
+    execution_id: str = "",
 ) -> Outcome:
     """Execute ``workflow`` with ``order``, printing each event as it arrives.
 
-    ``width`` is that of the printed step column.
+    ``width`` is that of the printed step column; ``execution_id`` empty lets the gateway
+    choose one.
     """
-    request = pb.ExecuteRequest(workflow=workflow, input=struct_pb2.Struct())
+    request = pb.ExecuteRequest(
+        workflow=workflow, input=struct_pb2.Struct(), execution_id=execution_id
+    )
     request.input.update(order)
     outcome = Outcome()
     loop = asyncio.get_running_loop()
@@ -201,15 +225,19 @@ async def execute(
 class Gateways:
     """The gateway of the demo, which scene 4 kills and starts again on the same journal."""
 
-    def __init__(self, workflows: Path, port: int, journal: Path) -> None:
+    def __init__(self, workflows: Path, port: int, journal: Path, admin_port: int = 0) -> None:
         self.workflows = workflows
         self.port = port
+        self.admin_port = admin_port
         self.extra = ["--journal", str(journal)]
         self.current: GatewayProcess | None = None
 
     async def start(self) -> GatewayProcess:
-        self.current = await start_gateway(self.workflows, self.port, extra=self.extra)
-        self.port = self.current.port  # a restart binds the same port
+        extra = [*self.extra, "--admin-port", str(self.admin_port)]
+        self.current = await start_gateway(self.workflows, self.port, extra=extra)
+        self.port = self.current.port  # a restart binds the same ports
+        if self.current.admin_url:
+            self.admin_port = int(self.current.admin_url.rsplit(":", 1)[1])
         return self.current
 
     async def kill(self) -> int:
@@ -270,25 +298,9 @@ async def crash_scene(gateways: Gateways, demo: DemoServices) -> list[str]:
         await watch(gateway_pb2_grpc.GatewayStub(channel), "A-1004", outcome, started)
     received = sum(1 for c in await demo.shipping.control.calls() if c.method == "CreateShipment")
     say(f"  shipping received CreateShipment {received}× (the first call was cut off)")
-    say(f"  $ maestro executions show A-1004 --target {gateway.address}")
-    shown = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "maestro_gateway",
-        "executions",
-        "show",
-        "A-1004",
-        "--target",
-        gateway.address,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "NO_COLOR": "1"},
-    )
-    text = (await asyncio.wait_for(shown.communicate(), CALL_TIMEOUT))[0].decode()
-    for line in text.rstrip().splitlines():
-        say(f"    {line}")
+    code, text = await maestro("executions", "show", "A-1004", "--target", gateway.address)
     await demo.reset()
-    return check_recovered(outcome, "run 4", received, text, shown.returncode or 0)
+    return check_recovered(outcome, "run 4", received, text, code)
 
 
 async def scenarios(gateway: GatewayProcess, demo: DemoServices) -> list[str]:
@@ -357,22 +369,32 @@ async def rewards_scene(gateway: GatewayProcess, demo: DemoServices, workflows: 
     return problems
 
 
-async def validate_connect(path: Path) -> tuple[int, str]:
-    """Run ``maestro validate --connect PATH``, print what it says; return its status and text."""
-    checked = await asyncio.create_subprocess_exec(
+async def maestro(*args: str, echo: bool = True, target: str = "") -> tuple[int, str]:
+    """Run the real ``maestro ARGS`` (``python -m maestro_gateway``) and print what it says,
+    indented, after the command line when ``echo``; return its exit status and output.
+
+    ``target`` is passed as ``$MAESTRO_TARGET`` (the gateway the command talks to by default).
+    """
+    if echo:
+        say(f"  $ {shlex.join(['maestro', *args])}")
+    done = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "maestro_gateway",
-        "validate",
-        "--connect",
-        str(path),
+        *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "NO_COLOR": "1", **({"MAESTRO_TARGET": target} if target else {})},
     )
-    text = (await asyncio.wait_for(checked.communicate(), CALL_TIMEOUT))[0].decode()
+    text = (await asyncio.wait_for(done.communicate(), CALL_TIMEOUT))[0].decode()
     for line in text.rstrip().splitlines():
         say(f"    {line}")
-    return checked.returncode or 0, text
+    return done.returncode or 0, text
+
+
+async def validate_connect(path: Path) -> tuple[int, str]:
+    """Run ``maestro validate --connect PATH``, print what it says; return its status and text."""
+    return await maestro("validate", "--connect", str(path), echo=False)
 
 
 async def lines_scenes(gateway: GatewayProcess, demo: DemoServices, workflows: Path) -> list[str]:
@@ -434,6 +456,76 @@ async def lines_scenes(gateway: GatewayProcess, demo: DemoServices, workflows: P
     return problems
 
 
+async def signals_scene(gateway: GatewayProcess, demo: DemoServices) -> list[str]:
+    """Scene 8: one team's workflow emits order.paid, another team's is started by it."""
+    say("━━ 8. signals: pay_order emits order.paid; another team's fulfil is started by it ━━")
+    say("     pay_order (the payments team's): charge → emit order.paid. fulfil (the warehouse's):")
+    say("     a trigger on order.paid, dedup on the order id → reserve → wait for parcel.packed →")
+    say("     ship → emit order.shipped. Neither workflow names the other.")
+    order_id = PAID["order_id"]
+    fulfilment = f"fulfil:{order_id}"
+    target = gateway.address
+    run = SignalsRun(order_id)
+    async with grpc.aio.insecure_channel(gateway.address) as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        say(f"input: {json.dumps(PAID)}")
+        run.paid = await execute(stub, PAID, "pay_order", PATH_WIDTH, f"pay-{order_id}")
+        run.signal_id = str(run.output().get("signal", ""))
+        if not run.signal_id:
+            return [f"run 9: pay_order did not succeed ({run.paid.code.name}): no signal to follow"]
+        started = await stub.GetExecution(
+            pb.GetExecutionRequest(execution_id=fulfilment), timeout=CALL_TIMEOUT
+        )
+        run.triggered_by = started.triggered_by
+        say(
+            f"  order.paid {run.signal_id} started {started.execution_id} "
+            f"(triggered_by {started.triggered_by}); watching it:"
+        )
+        began = asyncio.get_running_loop().time()
+        watching = asyncio.ensure_future(watch(stub, fulfilment, run.fulfilment, began))
+        try:
+            async with asyncio.timeout(CALL_TIMEOUT):
+                while "step_started" not in run.fulfilment.kinds("packed"):  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+        finally:
+            watching.cancel()
+        say("  it waits for its parcel, holding no call; the packing station scans it:")
+        packed = json.dumps({"order_id": order_id, "station": "packing-3"})
+        say(f"  $ export MAESTRO_TARGET={target}   # the gateway the maestro commands below call")
+        _, run.sent = await maestro(
+            *("signals", "send", "parcel.packed", "--params", packed, "--id", f"packed-{order_id}"),
+            target=target,
+        )
+        say("  fulfil goes on:")
+        await watch(stub, fulfilment, run.fulfilment, began)
+        say("  the payment is announced again, under the same id (a producer retrying blindly) …")
+        params = json.dumps(run.emitted(), sort_keys=True)
+        again = ("signals", "send", "order.paid", "--params", params)
+        _, run.duplicate = await maestro(*again, "--id", run.signal_id, target=target)
+        say("  … and under an id of its own (the payment webhook delivered twice): the trigger's")
+        say(f"  dedup on the order id derives {fulfilment} again, which exists: nothing starts")
+        _, run.webhook = await maestro(*again, "--id", "webhook-7781", target=target)
+        listed = await stub.ListExecutions(
+            pb.ListExecutionsRequest(workflow="fulfil"), timeout=CALL_TIMEOUT
+        )
+    run.executions = [e.execution_id for e in listed.executions]
+    run.reserved = sum(
+        1
+        for c in await demo.inventory.control.calls()
+        if c.method == "Reserve"
+        and isinstance(c.request, dict)
+        and c.request.get("order_id") == order_id
+    )
+    say(
+        f"  inventory received Reserve {run.reserved}× for {order_id}; executions of fulfil: "
+        f"{', '.join(run.executions)}"
+    )
+    say("  the lineage, from the payment to the shipment:")
+    run.lineage_code, run.lineage = await maestro("signals", "show", run.signal_id, target=target)
+    await demo.reset()
+    return check_signals(run, "run 9")
+
+
 def print_try_it(gateway: GatewayProcess, keep: bool) -> None:
     """Tell the user how to call the gateway by hand."""
     say()
@@ -443,12 +535,24 @@ def print_try_it(gateway: GatewayProcess, keep: bool) -> None:
         address = f"127.0.0.1:{DEFAULT_GATEWAY_PORT}"
         say("  make demo-services                                              # terminal 1")
         say(
-            f"  .venv/bin/maestro serve --workflows workflows --port {DEFAULT_GATEWAY_PORT}   # terminal 2"
+            f"  .venv/bin/maestro serve --workflows workflows --port {DEFAULT_GATEWAY_PORT}"
+            f" --admin-port {DEFAULT_ADMIN_PORT}   # terminal 2"
         )
         say("  (or `make demo SHOWCASE_ARGS=--keep`, which leaves this demo running)")
     say(f"  {grpcurl_command(address, ORDER)}")
     say(f"  {grpcurl_command(address, LINES, 'order_lines')}")
+    paid = json.dumps({**PAID, "order_id": "A-9"}, separators=(",", ":"))
+    packed = json.dumps({"order_id": "A-9", "station": "packing-1"}, separators=(",", ":"))
+    say(
+        f"  .venv/bin/maestro signals send order.paid --params {shlex.quote(paid)} --target {address}"
+    )
+    say(
+        f"  .venv/bin/maestro signals send parcel.packed --params {shlex.quote(packed)} --target {address}"
+    )
+    say(f"  .venv/bin/maestro signals list --target {address}")
     say(f"  .venv/bin/grpcurl -plaintext {address} describe maestro.v1.Gateway")
+    admin = gateway.admin_url if keep else f"http://127.0.0.1:{DEFAULT_ADMIN_PORT}"
+    say(f"  curl -s {admin}/metrics | grep ^maestro_executions   # README: Operations")
     say("  docs/calling.md has more, and a Node.js client.")
 
 
@@ -457,7 +561,7 @@ async def showcase(args: argparse.Namespace, stop: asyncio.Event, keeping: async
     ports: dict[str, int] | None = None
     if not args.free_ports:
         ports = dict(DEFAULT_PORTS)
-        busy = busy_ports([*ports.values(), args.port])
+        busy = busy_ports([*ports.values(), args.port, DEFAULT_ADMIN_PORT])
         if busy:
             print(
                 f"demo: port(s) {', '.join(map(str, busy))} already in use (is `make demo-services`"
@@ -476,7 +580,8 @@ async def showcase(args: argparse.Namespace, stop: asyncio.Event, keeping: async
                     port = 0
                 else:
                     workflows, port = WORKFLOWS.relative_to(ROOT), args.port
-                gateways = Gateways(workflows, port, Path(scratch) / "journal.db")
+                admin_port = 0 if args.free_ports else DEFAULT_ADMIN_PORT
+                gateways = Gateways(workflows, port, Path(scratch) / "journal.db", admin_port)
                 stack.push_async_callback(gateways.stop)
                 gateway = await gateways.start()
                 for endpoint in demo.all():
@@ -485,6 +590,7 @@ async def showcase(args: argparse.Namespace, stop: asyncio.Event, keeping: async
                     f"  {'gateway':<10} {gateway.address}   "
                     f"(maestro serve --workflows {workflows}, {gateway.workflows} workflows)"
                 )
+                say(f"  {'admin':<10} {gateway.admin_url}   (/metrics /healthz /readyz)")
                 say()
                 problems = await scenarios(gateway, demo)
                 say()
@@ -494,6 +600,8 @@ async def showcase(args: argparse.Namespace, stop: asyncio.Event, keeping: async
                 problems += await rewards_scene(gateway, demo, Path(workflows))
                 say()
                 problems += await lines_scenes(gateway, demo, Path(workflows))
+                say()
+                problems += await signals_scene(gateway, demo)
                 print_try_it(gateway, args.keep)
                 if args.keep and not problems:
                     say()

@@ -393,3 +393,80 @@ def check_lines_compensated(
     if [c.method for c in payments] != ["Charge", "Refund"]:
         problems.append(f"{label}: payments received {[c.method for c in payments]}")
     return problems
+
+
+PAY_STEPS = ("charge", "paid")
+FULFIL_STEPS = ("reserve", "packed", "ship", "shipped")
+
+
+@dataclass
+class SignalsRun:
+    """What scene 8 saw: pay_order's run, the fulfilment it triggered, what ``maestro signals``
+    printed, and what the services received."""
+
+    order_id: str
+    paid: Outcome = field(default_factory=Outcome)
+    fulfilment: Outcome = field(default_factory=Outcome)
+    signal_id: str = ""
+    triggered_by: str = ""
+    sent: str = ""
+    """``maestro signals send parcel.packed``'s output."""
+    duplicate: str = ""
+    """``maestro signals send order.paid`` with the emitted signal's id."""
+    webhook: str = ""
+    """``maestro signals send order.paid`` with another id, for the same order."""
+    executions: list[str] = field(default_factory=list)
+    """The executions of ``fulfil``."""
+    reserved: int = 0
+    """The Reserve calls inventory received for the order."""
+    lineage: str = ""
+    lineage_code: int = 0
+
+    def output(self) -> dict[str, Any]:
+        """pay_order's output (empty unless it succeeded)."""
+        result = self.paid.result
+        if result is None or result.status != pb.EXECUTION_STATUS_SUCCEEDED:
+            return {}
+        output: dict[str, Any] = json_format.MessageToDict(result.output)
+        return output
+
+    def emitted(self) -> dict[str, Any]:
+        """The params of the signal pay_order emitted (its ``paid`` step's output)."""
+        outputs = _outputs(self.paid)
+        params = _plain(outputs.get("paid", {}).get("params", {}))
+        return params if isinstance(params, dict) else {}
+
+
+def check_signals(run: SignalsRun, label: str) -> list[str]:
+    """Problems with scene 8: the emitted signal started one fulfilment, which the signal sent
+    to it woke; the repeated deliveries started nothing; the lineage reaches order.shipped."""
+    problems = check_succeeded(run.paid, f"{label} (pay_order)", PAY_STEPS)
+    problems += check_succeeded(run.fulfilment, f"{label} (fulfil)", FULFIL_STEPS)
+    paid = f"pay-{run.order_id}.paid"
+    fulfilment = f"fulfil:{run.order_id}"
+    if run.signal_id != paid or run.triggered_by != paid:
+        problems.append(
+            f"{label}: signal {run.signal_id!r}, triggered_by {run.triggered_by!r}; expected {paid}"
+        )
+    if f"signal packed-{run.order_id} parcel.packed\n  woke {fulfilment}" not in run.sent:
+        problems.append(f"{label}: maestro signals send parcel.packed said {run.sent!r}")
+    if "(duplicate: received before" not in run.duplicate or fulfilment not in run.duplicate:
+        problems.append(f"{label}: the repeated signal was not a duplicate: {run.duplicate!r}")
+    if "duplicate" in run.webhook or f"triggered {fulfilment}" not in run.webhook:
+        problems.append(f"{label}: the webhook's signal did not dedup onto {fulfilment}")
+    if run.executions != [fulfilment] or run.reserved != 1:
+        problems.append(
+            f"{label}: executions of fulfil {run.executions}, inventory Reserve ×{run.reserved}; "
+            f"expected one of each"
+        )
+    expected = [
+        f"execution pay-{run.order_id} (step paid)",
+        f"└─ signal order.paid {paid} ",
+        f"└─ triggered execution {fulfilment}",
+        f"└─ signal order.shipped {fulfilment}.shipped ",
+    ]
+    lines = iter(run.lineage.splitlines())
+    missing = [part for part in expected if not any(part in line for line in lines)]
+    if run.lineage_code != 0 or missing:
+        problems.append(f"{label}: maestro signals show exited {run.lineage_code}, lacks {missing}")
+    return problems

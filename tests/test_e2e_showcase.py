@@ -8,10 +8,12 @@ import sys
 from e2e_support import run_program
 
 
-async def test_showcase_runs_the_seven_scenes_and_exits_0() -> None:
+async def test_showcase_runs_the_eight_scenes_and_exits_0() -> None:
     """The showcase streams the runs, the compensation, ErrorInfo, the crash, the Maestro.go
-    scene (an envelope service, compensated through Compensate) and the order-lines scenes
-    (paths of foreach and sub-workflow steps, a rollback line by line), and exits 0."""
+    scene (an envelope service, compensated through Compensate), the order-lines scenes
+    (paths of foreach and sub-workflow steps, a rollback line by line) and the signals scene
+    (an emit triggering another workflow, a wait woken by `maestro signals send`, duplicates
+    starting nothing, the lineage drawn by `maestro signals show`), and exits 0."""
     done = await run_program([sys.executable, "-m", "demo.showcase", "--free-ports"], limit=50)
     assert done.code == 0, done.stdout + done.stderr
     out = done.stdout
@@ -43,5 +45,16 @@ async def test_showcase_runs_the_seven_scenes_and_exits_0() -> None:
     assert "compensation_succeeded pay.charge" in out
     assert "compensation_succeeded lines[0].reserve" in out
     assert "reason: 'rollback after ship failed: FAILED_PRECONDITION'" in out
+    assert "━━ 8. signals: pay_order emits order.paid" in out
+    assert "step_succeeded         paid               attempt 1" in out
+    assert "order.paid pay-A-2001.paid started fulfil:A-2001 (triggered_by pay-A-2001.paid)" in out
+    assert "step_started           packed          attempt 1" in out
+    assert "signal packed-A-2001 parcel.packed\n      woke fulfil:A-2001" in out
+    assert "signal pay-A-2001.paid order.paid (duplicate: received before" in out
+    assert "signal webhook-7781 order.paid\n      triggered fulfil:A-2001" in out
+    assert "inventory received Reserve 1× for A-2001; executions of fulfil: fulfil:A-2001" in out
+    assert "    execution pay-A-2001 (step paid)\n    └─ signal order.paid pay-A-2001.paid" in out
+    assert "          └─ signal order.shipped fulfil:A-2001.shipped" in out
     assert "maestro.v1.Gateway/Execute" in out
+    assert re.search(r"admin +http://127\.0\.0\.1:\d+ +\(/metrics /healthz /readyz\)", out)
     assert out.rstrip().endswith("demo: every run behaved as expected")

@@ -11,11 +11,13 @@ from maestro_gateway.model.bundle import load_linked
 from maestro_gateway.model.loader import load_file
 from maestro_gateway.model.types import (
     CallStep,
+    EmitStep,
     ForeachStep,
     GrpcMethod,
     HttpMethod,
     ParallelStep,
     SwitchStep,
+    WaitStep,
     WorkflowStep,
 )
 
@@ -24,12 +26,14 @@ FILES = sorted(WORKFLOWS.glob("*.yaml"))
 
 
 def test_there_are_examples() -> None:
-    """The checkout, Maestro.go-style, order-lines and payment examples exist."""
+    """The checkout, Maestro.go-style, order-lines, payment and signals examples exist."""
     assert {p.name for p in FILES} >= {
         "checkout.yaml",
         "maestro-go-style.yaml",
         "order-lines.yaml",
         "payment.yaml",
+        "pay-order.yaml",
+        "fulfil.yaml",
     }
 
 
@@ -126,3 +130,46 @@ def test_order_lines_runs_the_payment_workflow_through_the_kinds() -> None:
     assert isinstance(charge, CallStep)
     assert charge.compensate is not None
     assert charge.compensate.method == GrpcMethod("shop.v1.Payments", "Refund")
+
+
+def test_pay_order_emits_what_fulfil_is_triggered_by() -> None:
+    """pay-order emits order.paid after its charge; fulfil, triggered by order.paid with a
+    positive amount (dedup on the order id), reserves, waits for its parcel.packed, ships and
+    emits order.shipped; the trigger's input from pay-order's params passes fulfil's schema."""
+    pay = load_file(str(WORKFLOWS / "pay-order.yaml"))
+    charge, paid = pay.steps
+    assert isinstance(charge, CallStep)
+    assert charge.call.method == GrpcMethod("shop.v1.Payments", "Charge")
+    assert isinstance(paid, EmitStep)
+    assert (paid.signal, paid.signal_id) == ("order.paid", None)  # <execution_id>.paid
+    order = {"order_id": "A-1", "sku": "sku-1", "qty": 1, "amount": 5, "address": "1 Main St"}
+    params = paid.params.render({"input": order, "payment": {"id": "pay-1"}})
+    assert params == {**order, "payment_id": "pay-1"}
+
+    fulfil = load_file(str(WORKFLOWS / "fulfil.yaml"))
+    (trigger,) = fulfil.triggers
+    assert trigger.signal == "order.paid"
+    assert trigger.when is not None
+    assert trigger.input is not None
+    assert trigger.dedup is not None
+    signal = {"signal": {"signal_id": "pay-A-1.paid", "name": "order.paid", "params": params}}
+    assert trigger.when.evaluate(signal) is True
+    zero = {"signal": {**signal["signal"], "params": {**params, "amount": 0}}}
+    assert trigger.when.evaluate(zero) is False
+    assert trigger.dedup.render_text(signal) == "A-1"
+    input = trigger.input.render(signal)
+    assert input == {k: order[k] for k in ("order_id", "sku", "qty", "address")}
+    assert fulfil.input_schema is not None
+    assert set(fulfil.input_schema["required"]) <= set(input)
+    reserve, packed, ship, shipped = fulfil.steps
+    assert isinstance(reserve, CallStep)
+    assert reserve.compensate is not None
+    assert isinstance(packed, WaitStep)
+    assert packed.signal == "parcel.packed"
+    assert packed.match is not None
+    mine = {"input": input, "signal": {"params": {"order_id": "A-1"}}}
+    other = {"input": input, "signal": {"params": {"order_id": "B-2"}}}
+    assert (packed.match.evaluate(mine), packed.match.evaluate(other)) == (True, False)
+    assert isinstance(ship, CallStep)
+    assert isinstance(shipped, EmitStep)
+    assert shipped.signal == "order.shipped"

@@ -28,11 +28,14 @@ _LINE_FORMS = [
     re.compile(rf"(?:    )+{_NODE}\[\[{_LABEL}\]\]"),  # subroutine: a workflow step
     re.compile(rf"(?:    )+{_NODE}\[/{_LABEL}\\\]"),  # trapezoid: a fail step
     re.compile(rf"(?:    )+{_NODE}\{{{_LABEL}\}}"),  # decision
+    re.compile(rf"(?:    )+{_NODE}\{{\{{{_LABEL}\}}\}}"),  # hexagon: a wait step
+    re.compile(rf"(?:    )+{_NODE}>{_LABEL}\]"),  # asymmetric: an emit step, a trigger
     re.compile(rf"(?:    )+subgraph {_NODE}\[{_LABEL}\]"),
     re.compile(r"(?:    )+end"),
     re.compile(rf"    {_NODE} --> {_NODE}"),
     re.compile(rf"    {_NODE} -->\|{_LABEL}\| {_NODE}"),
     re.compile(rf"    {_NODE} -\.->\|{_LABEL}\| {_NODE}"),
+    re.compile(rf"    {_NODE} -\.-> {_NODE}"),  # a trigger without a condition
 ]
 
 
@@ -49,7 +52,7 @@ def check_syntax(diagram: str) -> None:
         elif line.strip() == "end":
             depth -= 1
             assert depth >= 0
-        elif m := re.fullmatch(rf"\s*({_NODE})[\[({{].*", line):
+        elif m := re.fullmatch(rf"\s*({_NODE})[\[({{>].*", line):
             assert m.group(1) not in declared, f"declared twice: {line!r}"
             declared.add(m.group(1))
         elif m := re.fullmatch(rf"\s*({_NODE}) .*? ({_NODE})", line):
@@ -172,5 +175,5 @@ def test_triggers_are_drawn_as_signals_into_the_start() -> None:
     path = Path(__file__).parent / "fixtures" / "workflows" / "triggers.pass.yaml"
     text = to_mermaid(load_file(str(path)))
     assert '    trigger1>"signal order.paid"]' in text
-    assert "    trigger1 -.->|signal.params.amount #gt; 0| start" in text
+    assert '    trigger1 -.->|"signal.params.amount #gt; 0"| start' in text
     assert "    trigger2 -.-> start" in text

@@ -266,3 +266,19 @@ async def test_a_wait_survives_a_restart_of_the_gateway(tmp_path: Path, launch: 
     assert [s.method for s in second.fakes.seen if s.method == "Hold"] == []
     emitted = await second.stub.ListSignals(pb.ListSignalsRequest(producer_execution_id="A-3"))
     assert [s.signal_id for s in emitted.signals] == ["A-3.announce"]
+
+
+async def test_send_signal_answers_with_the_execution_it_woke(
+    journal: Journal, launch: Launch
+) -> None:
+    """The signal SendSignal returns lists under ``woke`` the waiting execution it satisfied."""
+    gw = await launch(journal)
+    for k in range(5):
+        execution_id = f"A-woke-{k}"
+        await gw.stub.Start(start("approve", execution_id, order_id=execution_id))
+        assert await step_status(gw, execution_id, "approval") == "step_started"
+        sent = await gw.stub.SendSignal(
+            signal("order.approved", f"ap-woke-{k}", order_id=execution_id, by="di")
+        )
+        assert list(sent.signal.woke) == [execution_id]
+        await finished(gw, execution_id)

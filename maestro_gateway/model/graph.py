@@ -98,8 +98,10 @@ class _Builder:
             # A signal that starts the workflow, with its condition on the edge.
             node = f"trigger{index + 1}"
             self.lines.append(f'    {node}>"signal {escape(trigger.signal)}"]')
-            label = f"|{escape(trigger.when.expression)}|" if trigger.when is not None else ""
-            self.lines.append(f"    {node} -.->{label} start")
+            if trigger.when is None:
+                self.lines.append(f"    {node} -.-> start")
+            else:
+                self.lines.append(f'    {node} -.->|"{escape(trigger.when.expression)}"| start')
         exits: list[Exit] = [("start", None)]
         for step in self.workflow.steps:
             exits = self._draw(step, exits)

@@ -20,7 +20,8 @@ registers to be offered each new one as it is dispatched, looking at the journal
 ``poll`` seconds for signals received by other gateways on the same journal. A signal taken by
 a wait is added to its execution's consumed set in the same step of the event loop as it is
 accepted, so within one execution it satisfies one wait only; the execution is listed under
-the signal's ``woke``.
+the signal's ``woke`` (for a wait on this gateway, before the dispatch ends, so SendSignal's
+answer shows it).
 """
 
 from __future__ import annotations
@@ -75,24 +76,30 @@ class _Waiter:
     found: asyncio.Future[SignalValue] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the wait is over: the signal it took listed under ``woke``, or given up."""
 
-    def offer(self, signal: SignalRecord) -> None:
-        """Take ``signal`` if it matches and its execution has not taken it yet."""
+    def offer(self, signal: SignalRecord) -> bool:
+        """Take ``signal`` if it matches and its execution has not taken it yet; whether it did."""
         if self.found.done() or signal.signal_id in self.consumed or signal.time < self.since:
-            return
+            return False
         value = signal_value(signal)
         try:
             if not self.matches(value):
-                return
+                return False
         except EvaluationError as exc:
             self.found.set_exception(exc)
-            return
+            return False
         self.consumed.add(signal.signal_id)
         self.found.set_result(value)
+        return True
 
 
 POLL = 1.0
 """Seconds between two looks at the journal by a waiting step (signals of other gateways)."""
+WOKE_WITHIN = 5.0
+"""Seconds a dispatch waits at most for the waits it satisfied to list themselves under ``woke``
+(one journal commit each), so that SendSignal's answer shows them."""
 
 
 class Signals:
@@ -105,6 +112,9 @@ class Signals:
         clock: the wall-clock time of a received signal.
         poll: seconds between two looks at the journal by a waiting step.
     """
+
+    on_received: Callable[[str, bool], None] | None = None
+    """Told the name of every signal received, and whether it was a duplicate (the metrics)."""
 
     def __init__(
         self,
@@ -156,13 +166,14 @@ class Signals:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(waiter.found), self.poll)
             value = waiter.found.result()
+            await self.journal.note_signal(value["signal_id"], woke=[execution_id])
         finally:
             waiters.discard(waiter)
             if not waiters:
                 self._waiters.pop(name, None)
             if not waiter.found.done():
                 waiter.found.cancel()
-        await self.journal.note_signal(value["signal_id"], woke=[execution_id])
+            waiter.done.set()
         return value
 
     # -- receiving ---------------------------------------------------------------------------
@@ -186,6 +197,8 @@ class Signals:
             producer_step=producer[1],
         )
         existing = await self.journal.add_signal(signal)
+        if self.on_received is not None:
+            self.on_received(name, existing is not None)
         if existing is not None:
             return existing, True
         log.info(logfmt("signal_received", id=signal.signal_id, name=name))
@@ -194,10 +207,9 @@ class Signals:
         return stored or signal, False
 
     async def dispatch(self, signal: SignalRecord) -> None:
-        """Offer ``signal`` to the waiting steps, process every trigger on its name, then mark
-        it dispatched."""
-        for waiter in list(self._waiters.get(signal.name, ())):
-            waiter.offer(signal)
+        """Offer ``signal`` to the waiting steps, process every trigger on its name, mark it
+        dispatched, then wait (bounded) until the waits it satisfied are listed under ``woke``."""
+        took = [w for w in list(self._waiters.get(signal.name, ())) if w.offer(signal)]
         triggered: list[str] = []
         not_matched: list[str] = []
         value = {"signal": signal_value(signal)}
@@ -214,6 +226,11 @@ class Signals:
         await self.journal.note_signal(
             signal.signal_id, triggered=triggered, not_matched=not_matched, dispatched=True
         )
+        if took:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(WOKE_WITHIN):
+                    for waiter in took:
+                        await waiter.done.wait()
 
     async def redispatch(self) -> int:
         """Dispatch the signals a stopped gateway had not finished dispatching; how many."""
