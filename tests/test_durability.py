@@ -117,6 +117,20 @@ class Journaled:
         )
         return [event async for event in call]
 
+    async def journaled_event(self, execution_id: str, kind: str, step_id: str) -> None:
+        """Wait (bounded) until the gateway has journaled a ``kind`` event of ``step_id``."""
+        call = self.stub.WatchExecution(
+            pb.WatchExecutionRequest(execution_id=execution_id), timeout=FINISH_WITHIN
+        )
+        try:
+            async for event in call:
+                name = event.WhichOneof("event")
+                if name == kind and getattr(event, name).step_id == step_id:
+                    return
+        finally:
+            call.cancel()
+        raise AssertionError(f"no {kind} of {step_id} in {execution_id}")
+
     async def received(self) -> dict[str, list[RecordedCall]]:
         """Every call each demo service received, by method (compensations included)."""
         out: dict[str, list[RecordedCall]] = {}
@@ -194,9 +208,7 @@ async def test_killed_during_the_parallel_group_finished_children_are_not_redone
     await journaled.demo.payments.control.add_fault(method="Charge", delay_ms=3000, times=1)
     await journaled.start_checkout("kill-in-parallel")
     await journaled.demo.payments.control.wait_for(in_flight("Charge"))
-    await journaled.demo.mailer.control.wait_for(
-        lambda calls: any(c.method == "SendMail" and c.outcome for c in calls)
-    )
+    await journaled.journaled_event("kill-in-parallel", "step_succeeded", "notify")
     await journaled.kill()
 
     await journaled.start()
@@ -218,9 +230,9 @@ async def test_killed_in_flight_without_retries_left_the_saga_undoes(
     await journaled.demo.mailer.control.add_fault(method="SendMail", delay_ms=3000, times=1)
     await journaled.start_checkout("kill-no-retry")
     await journaled.demo.mailer.control.wait_for(in_flight("SendMail"))
-    await journaled.demo.payments.control.wait_for(
-        lambda calls: any(c.method == "Charge" and c.outcome for c in calls)
-    )
+    # The charge's success must be journaled, not only answered: a charge still in flight at
+    # the kill is cut short by the failing mail after the restart, and never compensated.
+    await journaled.journaled_event("kill-no-retry", "step_succeeded", "charge")
     await journaled.kill()
 
     await journaled.start()
