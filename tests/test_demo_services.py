@@ -690,12 +690,14 @@ async def test_mailer_control_rejects_bad_faults(
         ("inventory", "shop.v1.Inventory"),
         ("payments", "shop.v1.Payments"),
         ("loyalty", "maestro.v1.MaestroService"),
+        ("shipping", "shop.v1.Shipping"),
     ],
 )
-async def test_python_grpc_services_report_health(
+async def test_grpc_services_report_health(
     channels: dict[str, grpc.aio.Channel], service: str, name: str
 ) -> None:
-    """The grpcio and grpclib services answer grpc.health.v1 for "" and their business service."""
+    """Every gRPC demo service (grpcio, grpclib, Node) answers grpc.health.v1 for "" and its
+    business service."""
     stub = health_pb2_grpc.HealthStub(channels[service])
     for checked in ("", name):
         answer = await stub.Check(health_pb2.HealthCheckRequest(service=checked), timeout=TIMEOUT)

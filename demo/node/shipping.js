@@ -16,6 +16,7 @@ const path = require('node:path');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 const { ReflectionService } = require('@grpc/reflection');
+const { HealthImplementation } = require('grpc-health-check');
 const { ControlPlane, DemoError, controlHandlers } = require('./control');
 
 const PROTO_ROOT = path.resolve(__dirname, '..', '..', 'proto');
@@ -98,6 +99,8 @@ function main() {
     controlHandlers(plane, () => shipments.restore()),
   );
   new ReflectionService(definition).addToServer(server);
+  // grpc.health.v1, as the Python services answer it: the server ("") and its business service.
+  new HealthImplementation({ '': 'SERVING', 'shop.v1.Shipping': 'SERVING' }).addToServer(server);
 
   server.bindAsync(
     `${args.host}:${args.port}`,
