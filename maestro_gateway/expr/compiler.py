@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,8 +35,8 @@ class Scope:
             undeclared top-level names and for unknown ``steps.<id>``.
     """
 
-    names: frozenset[str]
-    step_ids: frozenset[str]
+    names: AbstractSet[str]
+    step_ids: AbstractSet[str]
     hints: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -68,6 +69,18 @@ _MAX_ENVS = 1024
 _ERROR_LINE = re.compile(r"ERROR: <input>:(\d+):(\d+): (.*)")
 _UNDECLARED = re.compile(r"undeclared reference to '([^']*)'")
 _EXPECTING = re.compile(r" expecting (\{[^}]*\}|\S+)$")
+_STATUS = re.compile(r"^[A-Z_]+: |\s*\[[A-Z_]+\]$")
+# CEL's own bounds on an expression, in words.
+_LIMITS = (
+    (
+        re.compile(r"(?:Exceeded max recursion depth of|recursion limit exceeded\. limit:) (\d+)"),
+        "the expression nests deeper than {0} levels (CEL's limit)",
+    ),
+    (
+        re.compile(r"codepoint limit\. input size: (\d+), limit: (\d+)"),
+        "the expression is {0} characters long, over CEL's limit of {1}",
+    ),
+)
 
 
 def _env(names: frozenset[str]) -> Any:
@@ -84,6 +97,27 @@ def _env(names: frozenset[str]) -> Any:
         return env
 
 
+def _compile(source: str, declared: frozenset[str], names: AbstractSet[str]) -> Any:
+    """Compile ``source`` declaring the names of ``declared``.
+
+    When CEL reports an undeclared reference to a name of ``names`` (which the scanner, not a
+    CEL parser, missed), it is declared too and the expression compiled again, so a name in
+    scope is never reported undeclared.
+    """
+    while True:
+        try:
+            return _env(declared).compile(source)
+        except RuntimeError as exc:
+            missed = {
+                root
+                for m in _UNDECLARED.finditer(str(exc))
+                if (root := m.group(1).lstrip(".").split(".")[0]) in names
+            } - declared
+            if not missed:
+                raise
+            declared |= missed
+
+
 def _offset_in(source: str, line: int, column: int) -> int:
     """0-based offset in ``source`` of CEL's 1-based line and (code point) column."""
     start = 0
@@ -96,7 +130,10 @@ def _offset_in(source: str, line: int, column: int) -> int:
 
 
 def _clean(message: str) -> str:
-    message = message.replace(" (in container '')", "")
+    message = _STATUS.sub("", message.replace(" (in container '')", ""))
+    for pattern, words in _LIMITS:
+        if m := pattern.search(message):
+            return words.format(*m.groups())
     if message.startswith("Syntax error: "):
         message = "syntax error: " + message[len("Syntax error: ") :]
         message = message.replace("'<EOF>'", "end of expression")
@@ -129,12 +166,22 @@ def compile_expression(source: str, scope: Scope) -> tuple[Compiled | None, list
         The compiled expression (None when there are problems) and every problem as
         ``(offset in source, message)``, ordered by offset.
     """
+    if not source.isascii():
+        try:
+            source.encode("utf-8")
+        except UnicodeEncodeError as exc:  # CEL takes UTF-8: a lone surrogate cannot be passed
+            return None, [(exc.start, "the expression holds a lone surrogate, not a character")]
     tokens = tokenize(source)
     roots = root_indexes(tokens)
     problems: list[tuple[int, str]] = []
     program: Any = None
+    # Only the names the expression mentions are declared: an environment costs time in the
+    # number of its variables, and a step late in a long workflow sees thousands of names
+    # (declaring them all made loading quadratic: 5000 steps took 100 s).
+    mentioned = {tokens[k].text for k in roots}
+    declared = frozenset(name for name in mentioned if name in scope.names)
     try:
-        program = _env(scope.names).compile(source)
+        program = _compile(source, declared, scope.names)
     except RuntimeError as exc:
         found = False
         for line in str(exc).splitlines():
@@ -143,14 +190,14 @@ def compile_expression(source: str, scope: Scope) -> tuple[Compiled | None, list
                 continue
             found = True
             at = _offset_in(source, int(m.group(1)), int(m.group(2)))
-            message = m.group(3).removesuffix(" [INVALID_ARGUMENT]")
+            message = m.group(3)
             undeclared = _UNDECLARED.search(message)
             if undeclared:
                 problems.append(_undeclared(undeclared.group(1), at, tokens, roots, scope))
             else:
                 problems.append((at, _clean(message)))
         if not found:
-            problems.append((0, str(exc)))
+            problems.append((0, _clean(str(exc))))
     if "steps" in scope.names:
         for k in roots:
             if tokens[k].text != "steps":
@@ -165,7 +212,7 @@ def compile_expression(source: str, scope: Scope) -> tuple[Compiled | None, list
         problems.extend(misused)
     if problems:
         return None, sorted(set(problems))
-    references = frozenset(tokens[k].text for k in roots) & scope.names - {ENV}
+    references = declared - {ENV}
     result_type = str(program.return_type().name())
     selected = _selected(tokens, roots)
     selected.pop(ENV, None)

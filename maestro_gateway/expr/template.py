@@ -25,7 +25,15 @@ from typing import Any
 from maestro_gateway.errors import EvaluationError
 from maestro_gateway.expr.compiler import ENV, Compiled, Scope, compile_expression
 from maestro_gateway.expr.scan import Segment, split_template
-from maestro_gateway.expr.values import from_cel, plain, reason, to_text, type_name, walk_path
+from maestro_gateway.expr.values import (
+    TooLarge,
+    from_cel,
+    plain,
+    reason,
+    to_text,
+    type_name,
+    walk_path,
+)
 
 _PATH = re.compile(r"\s*\.?([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*")
 
@@ -96,6 +104,8 @@ class _Expression:
             if value.type().name() != "ERROR":
                 return from_cel(value)
             message = str(value.value())
+        except TooLarge as exc:
+            raise EvaluationError(self.source, str(exc)) from None
         except (RuntimeError, TypeError, ValueError) as exc:
             message = str(exc)
         raise EvaluationError(self.source, reason(message, self._compiled.tokens, context))

@@ -4,6 +4,13 @@ cel-expr-python 0.1.3 drops a reference to ``None`` each time ``Value.value()`` 
 ``Value.plain_value()`` converts a CEL ``null`` (checked: the interpreter aborts with
 "deallocating None" after a few thousand null results). So results are converted here by walking
 the ``Value`` tree and never asking the binding to convert a null.
+
+The conversion is bounded (:class:`RenderBudget`): CEL bounds an evaluation to fewer than
+``CEL_ITERATIONS`` comprehension iterations, but not what they build, and a small input can make
+an enormous value (``input.xs.map(x, input.xs)`` over 5,000 numbers is 25 million of them,
+about 45 s and gigabytes to convert). A result of more than ``MAX_RENDERED_VALUES`` values or
+``MAX_RENDERED_CHARS`` characters of text is refused (:class:`TooLarge`) once the conversion
+reaches the limit, after at most about 2 s of work.
 """
 
 from __future__ import annotations
@@ -19,6 +26,48 @@ from typing import Any
 from maestro_gateway.expr.scan import Token, paths
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+CEL_ITERATIONS = 10_000
+"""Comprehension iterations (``map``, ``filter``, ``all``, ``exists`` …, nested ones counted
+together) at which CEL stops one evaluation: its runtime's fixed budget, not configurable through
+cel-expr-python 0.1.3."""
+MAX_RENDERED_VALUES = 1_000_000
+"""Most values (scalars, lists and maps, map keys included) one expression may yield."""
+MAX_RENDERED_CHARS = 16 * 1024 * 1024
+"""Most characters of text (strings and map keys) one expression may yield: the gateway's
+largest message, which a bigger value could not cross anyway."""
+
+
+class TooLarge(Exception):
+    """A CEL result is over one of the :class:`RenderBudget` limits; the message says which."""
+
+
+class RenderBudget:
+    """What is left of the limits (by default the module's) while converting one result."""
+
+    __slots__ = ("chars", "max_chars", "max_values", "values")
+
+    def __init__(self, values: int | None = None, chars: int | None = None) -> None:
+        self.max_values = self.values = MAX_RENDERED_VALUES if values is None else values
+        self.max_chars = self.chars = MAX_RENDERED_CHARS if chars is None else chars
+
+    def spend(self, values: int, chars: int = 0) -> None:
+        """Count ``values`` more values and ``chars`` more characters.
+
+        Raises:
+            TooLarge: either limit is crossed.
+        """
+        self.values -= values
+        self.chars -= chars
+        if self.values < 0:
+            raise TooLarge(
+                f"the result has more than {self.max_values} values (max_rendered_values)"
+            )
+        if self.chars < 0:
+            raise TooLarge(
+                f"the result holds more than {self.max_chars} characters of text "
+                "(max_rendered_chars)"
+            )
 
 
 def _fraction(nanos: int) -> str:
@@ -58,18 +107,40 @@ def plain(value: Any) -> Any:
     return value
 
 
-def from_cel(value: Any) -> Any:
-    """Convert a ``cel.Value`` (not an error) to plain Python, without converting nulls natively."""
+def from_cel(value: Any, budget: RenderBudget | None = None) -> Any:
+    """Convert a ``cel.Value`` (not an error) to plain Python, without converting nulls natively.
+
+    Raises:
+        TooLarge: the value is over the limits of ``budget`` (default: a fresh one).
+    """
+    return _from_cel(value, budget or RenderBudget())
+
+
+def _from_cel(value: Any, budget: RenderBudget) -> Any:
     name: str = value.type().name()
     if name == "NULL":
+        budget.spend(1)
         return None
     if name.startswith("MAP"):
-        return {plain(k): from_cel(v) for k, v in value.value().items()}
+        items = value.value()
+        budget.spend(1 + len(items))
+        out: dict[Any, Any] = {}
+        for k, v in items.items():
+            key = plain(k)
+            if isinstance(key, str):
+                budget.spend(0, len(key))
+            out[key] = _from_cel(v, budget)
+        return out
     if name.startswith("LIST"):
-        return [from_cel(v) for v in value.value()]
+        elements = value.value()
+        budget.spend(1)
+        return [_from_cel(v, budget) for v in elements]
     if name == "TYPE":
+        budget.spend(1)
         return str(value.value().name()).split("<")[0].lower()
-    return plain(value.value())
+    converted = plain(value.value())
+    budget.spend(1, len(converted) if isinstance(converted, str) else 0)
+    return converted
 
 
 def _json_default(value: Any) -> Any:
@@ -140,6 +211,7 @@ def walk_path(names: Sequence[str], context: Mapping[str, Any]) -> Any:
 
 
 _STATUS = re.compile(r"^[A-Z_]+: ")
+_CODE_SUFFIX = re.compile(r"\s*\[[A-Z_]+\]$")
 _KEY_NOT_FOUND = re.compile(r'Key not found in map : "(.*)"')
 _NO_VALUE = re.compile(r'No value with name "(.*)" found')
 _OVERLOAD = re.compile(r"No matching overloads found : (\S+?)\((.*)\)")
@@ -211,4 +283,10 @@ def reason(message: str, tokens: list[Token], context: Mapping[str, Any]) -> str
         return _select_reason(tokens, context)
     if "divide by zero" in text or "modulus by zero" in text:
         return "division by zero"
+    if "Iteration budget exceeded" in text:
+        return (
+            f"the expression ran {CEL_ITERATIONS} comprehension iterations (map, filter, all, "
+            "exists …, nested ones counted together), CEL's budget for one evaluation"
+        )
+    text = _CODE_SUFFIX.sub("", text)
     return text[:1].lower() + text[1:]

@@ -43,6 +43,12 @@ from maestro_gateway.model.yamlnodes import (
 from maestro_gateway.redaction import SECRETS
 
 _INDENT = re.compile(r"[ ]*")
+# Characters a one-line message must not hold as they are: line breaks and other controls, which
+# would split or garble a `file:line:col: message` line, and the bidirectional controls, which
+# would reorder what a terminal shows of it.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r"}
+_VALUE_BREAK = re.compile("[\n\u2028\u2029]")
 _T = TypeVar("_T")
 
 EnvPolicy = Literal["require", "warn", "skip"]
@@ -103,6 +109,12 @@ class _Placeholder(Mapping[str, str]):
         return len(self._env)
 
 
+def printable(message: str) -> str:
+    """``message`` on one line: line breaks and control characters (values quoted from the file
+    may hold them) written as escapes, ``\\n`` or ``\\u2028``."""
+    return _UNPRINTABLE.sub(lambda m: _ESCAPES.get(m[0], f"\\u{ord(m[0]):04x}"), message)
+
+
 def did_you_mean(word: str, choices: Collection[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest choice, or an empty string if none is close."""
     close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
@@ -146,7 +158,7 @@ class LoadContext:
 
     def error_at(self, pos: Position, message: str) -> None:
         """Record a problem at ``pos``."""
-        self.diagnostics.append(Diagnostic(self.path, pos.line, pos.column, message))
+        self.diagnostics.append(Diagnostic(self.path, pos.line, pos.column, printable(message)))
 
     def error(self, node: Node, message: str) -> None:
         """Record a problem at the start of ``node``."""
@@ -154,7 +166,9 @@ class LoadContext:
 
     def warning_at(self, pos: Position, message: str) -> None:
         """Record a warning at ``pos`` (it does not make the file invalid)."""
-        self.warnings.append(Diagnostic(self.path, pos.line, pos.column, message, "warning"))
+        self.warnings.append(
+            Diagnostic(self.path, pos.line, pos.column, printable(message), "warning")
+        )
 
     def offset_position(self, node: ScalarNode, offset: int) -> Position:
         """Where character ``offset`` of a scalar's value is in the file.
@@ -169,13 +183,28 @@ class LoadContext:
             quote = 1 if node.style else 0
             if node.style == "'":  # '' stands for one quote in the value
                 offset += node.value[:offset].count("'")
-            return Position(line0 + 1, col0 + 1 + quote + offset)
+            return self._within(Position(line0 + 1, col0 + 1 + quote + offset))
         if node.style == "|":
-            before = node.value[:offset].split("\n")
+            # A literal block keeps U+2028 and U+2029 as they are, but YAML counts them as line
+            # breaks, as it does \n.
+            before = _VALUE_BREAK.split(node.value[:offset])
             source_line = line0 + len(before)  # the header line is line0; content starts below
-            indent = self._block_indent(line0 + 1)
-            return Position(source_line + 1, indent + len(before[-1]) + 1)
+            text = self.lines[source_line] if source_line < len(self.lines) else ""
+            value_line = _VALUE_BREAK.split(node.value)[len(before) - 1]
+            # The indentation is what the source line holds before the value's line (more than
+            # the first line's when an indentation indicator such as |2 keeps leading spaces).
+            if text.endswith(value_line) and len(text) > len(value_line):
+                indent = len(text) - len(value_line)
+            else:
+                indent = self._block_indent(line0 + 1)
+            return self._within(Position(source_line + 1, indent + len(before[-1]) + 1))
         return position(node)
+
+    def _within(self, pos: Position) -> Position:
+        """``pos`` moved, if needed, onto the text (the end of its line at most)."""
+        line = min(max(pos.line, 1), max(len(self.lines), 1))
+        text = self.lines[line - 1] if self.lines else ""
+        return Position(line, min(max(pos.column, 1), len(text) + 1))
 
     def _block_indent(self, first_line: int) -> int:
         for line in self.lines[first_line:]:

@@ -3,7 +3,9 @@
 A duration is one or more ``<number><unit>`` parts, largest unit first, with units ``h``, ``m``,
 ``s``, ``ms``, ``us`` (or ``µs``) and ``ns``: the syntax of Go's ``time.ParseDuration`` without
 the sign, so Maestro.go files keep their meaning. A bare number is refused on purpose: ``30`` could
-be seconds or milliseconds, and guessing wrong is a silent outage.
+be seconds or milliseconds, and guessing wrong is a silent outage. So is a duration longer than
+Go's (``MAX_SECONDS``, about 292 years), which Maestro.go refuses too: without the bound a long
+enough number of hours is an infinite number of seconds.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ _UNITS: dict[str, float] = {
 }
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|us|µs|ns|h|m|s)")
 _NUMBER = re.compile(r"[+-]?(\d+(?:\.\d*)?|\.\d+)")
+MAX_SECONDS = (2**63 - 1) / 1e9
+"""The longest duration, in seconds: Go's ``time.Duration`` (int64 nanoseconds), 2562047h47m16s."""
 
 
 class DurationError(ValueError):
@@ -62,6 +66,8 @@ def parse_duration(text: str) -> float:
         raise DurationError(
             f"invalid duration '{text}'; use a number with a unit (h, m, s, ms, us, ns), e.g. 1m30s"
         )
+    if not total <= MAX_SECONDS:
+        raise DurationError(f"duration '{text}' is longer than the maximum of 2562047h47m16s")
     return total
 
 

@@ -35,7 +35,8 @@ import jsonschema.validators
 
 from maestro_gateway import expr
 from maestro_gateway.errors import DefinitionError, Diagnostic
-from maestro_gateway.model.context import EnvPolicy, LoadContext
+from maestro_gateway.model.context import EnvPolicy, LoadContext, printable
+from maestro_gateway.model.schema import endless, unresolvable_refs
 from maestro_gateway.model.scopes import Scopes
 from maestro_gateway.model.services import read_service
 from maestro_gateway.model.steps import StepReader
@@ -45,13 +46,16 @@ from maestro_gateway.model.yamlnodes import (
     LimitExceeded,
     MappingNode,
     Node,
+    ScalarNode,
     SequenceNode,
     YamlLimits,
     check_size,
+    check_values,
     compose,
     default_limits,
     duplicate_keys,
     is_null,
+    pairs,
     position,
     to_python,
     yaml,
@@ -70,6 +74,7 @@ WORKFLOW_KEYS = (
     "triggers",
 )
 NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 DEFAULT_COMPENSATION_TIMEOUT = 60.0
 
 
@@ -166,14 +171,28 @@ def _load(
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         message = " ".join(p for p in (exc.context, exc.problem) if p)
         raise DefinitionError(
-            [Diagnostic(path, line, column, f"YAML syntax error: {message}")]
+            [Diagnostic(path, line, column, printable(f"YAML syntax error: {message}"))]
+        ) from exc
+    except yaml.reader.ReaderError as exc:
+        line, column = _line_column(text, exc.position)
+        raise DefinitionError(
+            [
+                Diagnostic(
+                    path,
+                    line,
+                    column,
+                    f"YAML error: unacceptable character #x{exc.character:04x}: {exc.reason}",
+                )
+            ]
         ) from exc
     except yaml.YAMLError as exc:
-        raise DefinitionError([Diagnostic(path, 1, 1, f"YAML error: {exc}")]) from exc
+        raise DefinitionError([Diagnostic(path, 1, 1, printable(f"YAML error: {exc}"))]) from exc
     if root is None or is_null(root):
         raise DefinitionError(
             [Diagnostic(path, 1, 1, "the file is empty; a workflow needs name, services and steps")]
         )
+    for node, message in check_values(root):
+        ctx.error(node, message)
     for first, duplicate in duplicate_keys(root):
         ctx.error(
             duplicate, f"duplicate key '{duplicate.value}' (first at line {position(first).line})"
@@ -227,7 +246,8 @@ def _workflow(ctx: LoadContext, root: Node, text: str) -> Workflow | None:
     if "triggers" in fields and not is_null(fields["triggers"]):
         triggers = read_triggers(ctx, fields["triggers"])
     if (
-        steps is None
+        ctx.diagnostics  # e.g. a required key missing while everything else read well
+        or steps is None
         or triggers is None
         or not schema_ok
         or not output_ok
@@ -263,7 +283,9 @@ def _input_schema(ctx: LoadContext, node: Node) -> dict[str, Any] | None:
     if not isinstance(node, MappingNode):
         ctx.error(node, "input: expected a JSON Schema (a mapping)")
         return None
-    schema = to_python(node)
+    schema = _schema_value(ctx, node, "input")
+    if not isinstance(schema, dict):
+        return None
     validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
         validator.check_schema(schema)
@@ -272,7 +294,52 @@ def _input_schema(ctx: LoadContext, node: Node) -> dict[str, Any] | None:
         where = ".".join(["input", *(str(p) for p in exc.path)])
         ctx.error(target, f"{where}: invalid JSON Schema: {exc.message}")
         return None
-    return dict(schema)
+    ok = True
+    for path, ref in unresolvable_refs(schema, validator):
+        where = ".".join(["input", *(str(p) for p in path)])
+        ctx.error(
+            _schema_node(node, path),
+            f"{where}: cannot resolve $ref '{ref}' (only references into the schema itself, such "
+            "as '#/$defs/name', can be resolved)",
+        )
+        ok = False
+    if ok and endless(schema):
+        ctx.error(node, "input: the schema's references loop without end ($ref to itself)")
+        ok = False
+    return dict(schema) if ok else None
+
+
+def _schema_value(ctx: LoadContext, node: Node, where: str) -> Any:
+    """The JSON value of a schema node; None (reported) when a key is not a scalar.
+
+    Keys are taken as written (``1:`` is the key ``"1"``), as JSON has only string keys.
+    """
+    if isinstance(node, MappingNode):
+        out: dict[str, Any] = {}
+        failed = False
+        for key, value in pairs(node):
+            if not isinstance(key, ScalarNode):
+                ctx.error(key, f"{where}: keys must be strings")
+                failed = True
+                continue
+            item = _schema_value(ctx, value, f"{where}.{key.value}")
+            failed = failed or (item is None and not is_null(value))
+            out[str(key.value)] = item
+        return None if failed else out
+    if isinstance(node, SequenceNode):
+        items = [_schema_value(ctx, v, f"{where}[{i}]") for i, v in enumerate(node.value)]
+        failed = any(i is None and not is_null(v) for i, v in zip(items, node.value, strict=True))
+        return None if failed else items
+    return to_python(node)
+
+
+def _line_column(text: str, offset: int) -> tuple[int, int]:
+    """The 1-based line and column of character ``offset`` of ``text``, as YAML counts lines."""
+    before = text[:offset]
+    breaks = list(_LINE_BREAK.finditer(before))
+    if not breaks:
+        return 1, offset + 1
+    return len(breaks) + 1, offset - breaks[-1].end() + 1
 
 
 def _schema_node(node: Node, path: list[Any]) -> Node:

@@ -345,7 +345,10 @@ def _breaker(ctx: LoadContext, node: Node, where: str) -> tuple[bool, CircuitBre
 
 def _http_endpoint_problem(endpoint: str) -> str | None:
     """What is wrong with an ``http(s)://`` endpoint (no host, a bad port), or None."""
-    parts = urlsplit(endpoint)
+    try:
+        parts = urlsplit(endpoint)
+    except ValueError as exc:  # e.g. an unclosed '[' of an IPv6 address
+        return f"invalid HTTP endpoint '{endpoint}': {exc}"
     if not parts.hostname:
         return "an HTTP endpoint needs a host, e.g. http://mailer:8080"
     try:

@@ -701,8 +701,7 @@ class StepReader:
         )
         match = None
         if "when" in inner:
-            with_signal = expr.Scope(scope.names | {"signal"}, scope.step_ids, scope.hints)
-            match = self.ctx.condition(inner["when"], with_signal, f"{where}.when")
+            match = self.ctx.condition(inner["when"], self._scopes.wait(info), f"{where}.when")
             ok = ok and match is not None
         timeout = (
             self.ctx.duration(inner["timeout"], f"{where}.timeout") if "timeout" in inner else None

@@ -9,18 +9,25 @@ a template context holds JSON-like values only.
 Parsing is bounded (:class:`YamlLimits`): the text's size, the number of nodes *after* alias
 expansion and the nesting depth (also after expansion) are checked while the tree is composed,
 before anything is expanded, so a kilobyte-sized "billion laughs" document is refused after
-reading a few hundred events, with :class:`LimitExceeded` at the offending node.
+reading a few hundred events, with :class:`LimitExceeded` at the offending node. An alias inside
+the node its anchor marks (``&a [*a]``) is refused too: nothing JSON-like is recursive.
+
+A workflow holds JSON-like values only. :func:`check_values` finds, in a composed tree, what the
+readers could not take as such (a tag other than the core ones, ``!!int abc``, an integer
+longer than Python converts, a lone surrogate from a ``"\\ud800"`` escape) and neutralises
+each node in place after reporting it, so that the rest of the file is still checked.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from yaml.composer import Composer
+from yaml.composer import Composer, ComposerError
 from yaml.constructor import SafeConstructor
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -38,6 +45,12 @@ FLOAT = "tag:yaml.org,2002:float"
 NULL = "tag:yaml.org,2002:null"
 TIMESTAMP = "tag:yaml.org,2002:timestamp"
 MERGE = "tag:yaml.org,2002:merge"
+MAP = "tag:yaml.org,2002:map"
+SEQ = "tag:yaml.org,2002:seq"
+# Scalars YAML 1.1 gives a type that YAML 1.2 (and Go) reads as a string: "=", a lone "!",
+# and an explicit !!timestamp (timestamps stay strings).
+_AS_STRING = frozenset({TIMESTAMP, "tag:yaml.org,2002:value", "tag:yaml.org,2002:yaml", "!"})
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class _Resolver(Resolver):
@@ -173,8 +186,17 @@ class _Composer(Reader, Scanner, Parser, Composer, _Resolver):
         if isinstance(event, AliasEvent):
             anchored = self.anchors.get(event.anchor)
             if anchored is not None:
-                # An anchor still being composed (a recursive alias) counts as one node.
-                size, height = self._sizes.get(id(anchored), (1, 1))
+                if id(anchored) not in self._sizes:
+                    # Its node is still being composed: the alias would make it contain itself.
+                    mark: Any = event.start_mark
+                    raise ComposerError(
+                        None,
+                        None,
+                        f"found the alias *{event.anchor} inside the node its anchor marks "
+                        "(a recursive alias)",
+                        mark,
+                    )
+                size, height = self._sizes[id(anchored)]
                 self._count(size, height, event.start_mark)
             return super().compose_node(parent, index)
         self._count(1, 1, event.start_mark)
@@ -228,6 +250,95 @@ def compose(text: str, limits: YamlLimits | None = None) -> Node | None:
         return composer.get_single_node()
     finally:
         composer.dispose()
+
+
+def check_values(root: Node) -> list[tuple[Node, str]]:
+    """Every node of ``root`` that is not a JSON-like value, with what is wrong, in any order.
+
+    Each such node is changed in place into one the readers take (a string, a plain mapping or
+    list), so that loading can go on and report the file's other problems. Valid surrogate
+    pairs written as two escapes (``"\\ud83d\\ude00"``, as JSON does) become their character.
+    """
+    problems: list[tuple[Node, str]] = []
+    seen: set[int] = set()
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, is_key = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, ScalarNode):
+            if node.tag == MERGE and not is_key:
+                node.tag = STR  # "<<" merges only as a key; elsewhere it is text
+            problems.extend((node, message) for message in _check_scalar(node))
+            continue
+        default = SEQ if isinstance(node, SequenceNode) else MAP
+        if node.tag not in (default, "!"):
+            problems.append((node, _unsupported(node.tag)))
+        node.tag = default
+        if isinstance(node, SequenceNode):
+            stack.extend((item, False) for item in node.value)
+        else:
+            for key, value in node.value:
+                stack.extend(((key, True), (value, False)))
+    return problems
+
+
+def _unsupported(tag: str) -> str:
+    short = tag.replace("tag:yaml.org,2002:", "!!")
+    return (
+        f"unsupported YAML tag {short}: a workflow holds only strings, numbers, booleans, null, "
+        "lists and mappings"
+    )
+
+
+def _check_scalar(node: ScalarNode) -> list[str]:
+    problems: list[str] = []
+    if _SURROGATE.search(node.value):
+        try:  # pairs become their character; a lone surrogate raises
+            node.value = node.value.encode("utf-16", "surrogatepass").decode("utf-16")
+        except UnicodeDecodeError:
+            lone = next(c for c in node.value if _SURROGATE.match(c))
+            problems.append(
+                f"the text holds a lone surrogate (\\u{ord(lone):04x}), which is not a "
+                "Unicode character; write a character above U+FFFF as \\U followed by 8 hex "
+                "digits or as a pair of \\u escapes"
+            )
+            node.value = node.value.encode("utf-16", "surrogatepass").decode(
+                "utf-16", errors="replace"
+            )
+    tag = node.tag
+    if tag in _AS_STRING:
+        node.tag = STR
+    elif tag not in (STR, INT, FLOAT, BOOL, NULL, MERGE):
+        problems.append(_unsupported(tag))
+        node.tag = STR
+    elif tag == INT:
+        digits = node.value.replace("_", "").lstrip("+-")
+        limit = sys.get_int_max_str_digits()
+        if digits.isdigit() and limit and len(digits) > limit:
+            problems.append(
+                f"an integer of {len(digits)} digits, more than the {limit} a number may have"
+            )
+            node.tag = STR
+        else:
+            problems.extend(_constructible(node, "an integer"))
+    elif tag == FLOAT:
+        problems.extend(_constructible(node, "a number"))
+    elif tag == BOOL and node.value.lower() not in ("true", "false"):
+        problems.append(f"'{node.value}' is not a boolean (true or false)")
+        node.tag = STR
+    return problems
+
+
+def _constructible(node: ScalarNode, what: str) -> list[str]:
+    """An explicitly tagged ``!!int abc`` is not one: report it and keep it as a string."""
+    try:
+        to_python(node)
+    except (ValueError, yaml.YAMLError):
+        node.tag = STR
+        return [f"'{node.value}' is not {what}"]
+    return []
 
 
 def position(node: Node) -> Position:
@@ -309,7 +420,9 @@ __all__ = [
     "DEFAULT_MAX_NODES",
     "FLOAT",
     "INT",
+    "MAP",
     "NULL",
+    "SEQ",
     "STR",
     "LimitExceeded",
     "MappingNode",
@@ -318,6 +431,7 @@ __all__ = [
     "SequenceNode",
     "YamlLimits",
     "check_size",
+    "check_values",
     "compose",
     "default_limits",
     "duplicate_keys",
