@@ -5,7 +5,8 @@ command per line on stdin and answers one JSON line on stdout:
 
 - ``{"cmd": "prepare", "target": "127.0.0.1:P", "rpc": "Run"|"Execute", "workflow": W,
   "concurrency": C, "warmup": S}`` → runs ``C`` workers for ``S`` seconds without recording,
-  then answers ``{"ready": true}``;
+  then answers ``{"ready": true}``; ``"targets": [T1, T2, …]`` in place of ``"target"`` spreads
+  the calls round-robin over several gateways (one channel each: the replicas phase);
 - ``{"cmd": "go", "duration": D}`` → runs the prepared load for ``D`` seconds (workers stop
   starting calls at the deadline; the calls in flight finish and count), then answers with the
   count, errors, elapsed seconds, latency percentiles and the client's own CPU seconds;
@@ -52,31 +53,44 @@ class Load:
 
     def __init__(self) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
-        self.stub: Any = None
+        self.stubs: list[Any] = []
+        self._next = 0
         self.rpc = "Run"
         self.concurrency = 1
         self.request = gateway_pb2.ExecuteRequest()
         self.errors: dict[str, int] = {}
 
-    def configure(self, target: str, rpc: str, workflow: str, concurrency: int) -> None:
-        """Select what the next runs call."""
-        if target not in self._channels:
-            self._channels[target] = grpc.aio.insecure_channel(target)
-        self.stub = gateway_pb2_grpc.GatewayStub(self._channels[target])
+    def configure(self, targets: list[str], rpc: str, workflow: str, concurrency: int) -> None:
+        """Select what the next runs call: one target, or several taken in turn."""
+        self.stubs = []
+        for target in targets:
+            if target not in self._channels:
+                self._channels[target] = grpc.aio.insecure_channel(target)
+            self.stubs.append(gateway_pb2_grpc.GatewayStub(self._channels[target]))
+        self._next = 0
         self.rpc = rpc
         self.concurrency = concurrency
         request_input = struct_pb2.Struct()
         request_input.update(INPUT)
         self.request = gateway_pb2.ExecuteRequest(workflow=workflow, input=request_input)
 
+    def _stub(self) -> Any:
+        """The next target's stub, round-robin."""
+        if len(self.stubs) == 1:
+            return self.stubs[0]
+        stub = self.stubs[self._next % len(self.stubs)]
+        self._next += 1
+        return stub
+
     async def _once(self) -> None:
+        stub = self._stub()
         if self.rpc == "Run":
-            result = await self.stub.Run(self.request, timeout=30.0)
+            result = await stub.Run(self.request, timeout=30.0)
             if result.status != SUCCEEDED:
                 raise RuntimeError(f"status {result.status}")
             return
         last = None
-        async for event in self.stub.Execute(self.request, timeout=30.0):
+        async for event in stub.Execute(self.request, timeout=30.0):
             last = event
         if last is None or last.WhichOneof("event") != "finished":
             raise RuntimeError("stream did not end with finished")
@@ -133,9 +147,8 @@ async def main() -> int:
         while line := await loop.run_in_executor(None, sys.stdin.readline):
             command = json.loads(line)
             if command["cmd"] == "prepare":
-                load.configure(
-                    command["target"], command["rpc"], command["workflow"], command["concurrency"]
-                )
+                targets = command.get("targets") or [command["target"]]
+                load.configure(targets, command["rpc"], command["workflow"], command["concurrency"])
                 warm = await load.run(float(command.get("warmup", 0.5)), record=True)
                 answer: dict[str, Any] = {"ready": True, "warmup_count": warm["count"]}
                 answer["errors"] = warm["errors"]
