@@ -519,3 +519,28 @@ async def test_killed_inside_a_sub_workflow_the_child_resumes_where_it_stood(
     steps = {s.step_id: s for s in execution.result.steps}
     assert steps["pay.charge"].attempts == 1
     assert steps["pay.charge"].status == pb.STEP_STATUS_COMPENSATED
+
+
+async def test_killed_while_a_failed_sub_workflow_undoes_itself(journaled: Journaled) -> None:
+    """The receipt fails, and the payment sub-workflow is refunding its own charge when the
+    gateway is killed: the restart retries the refund (its interrupted attempt counts as
+    UNAVAILABLE), then the parent releases every line; the charge is never undone twice."""
+    await journaled.start()
+    await journaled.demo.mailer.control.add_fault(
+        method="SendMail", code="FAILED_PRECONDITION", times=1
+    )
+    await journaled.demo.payments.control.add_fault(method="Refund", delay_ms=4000, times=1)
+    await start_lines(journaled, "kill-child-undo")
+    await journaled.demo.payments.control.wait_for(in_flight("Refund"), within=10)
+    await journaled.kill()
+
+    await journaled.start()
+    execution = await journaled.finished("kill-child-undo")
+    assert execution.status == STATUS.EXECUTION_STATUS_COMPENSATED
+    assert execution.result.error.step_id == "pay.receipt"
+    received = counts(await journaled.received())
+    assert received["Charge"] == 1
+    assert received["Refund"] == 2  # the interrupted attempt and its retry
+    assert received["Release"] == 4
+    steps = {s.step_id: s for s in execution.result.steps}
+    assert steps["pay.charge"].status == pb.STEP_STATUS_COMPENSATED

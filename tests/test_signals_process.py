@@ -114,8 +114,10 @@ class Gateways:
         self.gateway: GatewayProcess | None = None
         self._channel: grpc.aio.Channel | None = None
 
-    async def start(self) -> GatewayProcess:
-        self.gateway = await start_gateway(self.workflows, extra=["--journal", str(self.journal)])
+    async def start(self, env: dict[str, str] | None = None) -> GatewayProcess:
+        self.gateway = await start_gateway(
+            self.workflows, extra=["--journal", str(self.journal)], env=env or {}
+        )
         if self._channel is not None:
             await self._channel.close()
         self._channel = grpc.aio.insecure_channel(self.gateway.address)
@@ -319,6 +321,30 @@ async def test_killed_after_its_emit_a_resumed_execution_does_not_emit_again(
     assert await gateways.executions("notify") == ["notify:fulfil:E-1.ready"]
     assert await gateways.received("SendMail", "E-1") == 1
     assert await gateways.received("CreateShipment", "E-1") == 2
+
+
+async def test_killed_between_a_signal_and_the_end_of_its_dispatch(gateways: Gateways) -> None:
+    """SIGKILLed by the journal right after the triggered execution's record is committed (the
+    signal committed before it, its dispatch not finished): the next gateway resumes that
+    execution and dispatches the signal again, which starts nothing twice and records it."""
+    await gateways.start(env={"MAESTRO_FAULT_KILL_AFTER_EVENT": "0"})
+    with pytest.raises(grpc.aio.AioRpcError):
+        await gateways.stub.SendSignal(send("order.ready", "d-ready", order_id="D-1"), timeout=10)
+    assert gateways.gateway is not None
+    async with asyncio.timeout(EXIT_WITHIN):
+        assert await gateways.gateway.process.wait() == -signal.SIGKILL
+    await gateways.gateway.stop()
+
+    await gateways.start()
+    execution = await gateways.finished("notify:d-ready")
+    assert execution.status == STATUS.EXECUTION_STATUS_SUCCEEDED
+    assert execution.triggered_by == "d-ready"
+    got = await gateways.stub.GetSignal(pb.GetSignalRequest(signal_id="d-ready"))
+    assert list(got.triggered) == ["notify:d-ready"]
+    assert await gateways.executions("notify") == ["notify:d-ready"]
+    assert await gateways.received("SendMail", "D-1") == 1
+    again = await gateways.stub.SendSignal(send("order.ready", "d-ready", order_id="D-1"))
+    assert again.duplicate
 
 
 async def test_an_emit_trigger_chain_and_its_lineage(gateways: Gateways) -> None:
