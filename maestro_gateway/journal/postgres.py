@@ -10,7 +10,7 @@ Connections, and what runs on them (everything on the event loop: asyncpg is asy
                signal reads (the signal methods are in :mod:`.postgres_signals`)
     listener   one connection LISTENing for the other replicas' commits (wait_events)
 
-Batching is the SQLite journal's (:mod:`.batch`): everything submitted in one stretch of the event
+Batching is the SQLite journal's (:class:`.batch.GroupCommit`): everything submitted in one stretch of the event
 loop is one batch, committed whole and never split; entries without ``then`` wait up to
 ``LAZY_COMMIT`` for company. A group that cannot be committed (the server is down, the connection
 broke, a deadlock) is rolled back and retried, the same group, with backoff, on a new connection
@@ -62,7 +62,13 @@ from maestro_gateway.journal.base import (
     Page,
     Replicas,
 )
-from maestro_gateway.journal.batch import Batch, CommitObserver, writes_anything
+from maestro_gateway.journal.batch import (
+    Batch,
+    CommitObserver,
+    GroupCommit,
+    fail_all,
+    holds_event,
+)
 from maestro_gateway.journal.paging import decode_token, encode_token
 from maestro_gateway.journal.postgres_connect import (
     connect_delay,
@@ -104,7 +110,6 @@ from maestro_gateway.journal.postgres_writes import (
     one_statement,
     write_batches,
 )
-from maestro_gateway.journal.sqlite import LAZY_COMMIT
 from maestro_gateway.journal.sqlite_schema import loads_or_none, record_params
 
 if TYPE_CHECKING:
@@ -141,7 +146,7 @@ async def _no_reset(conn: Connection) -> None:
     """Readers change no session state: skip the pool's reset query on every release."""
 
 
-class PostgresJournal(PostgresSignals):
+class PostgresJournal(PostgresSignals, GroupCommit):
     """A journal in a PostgreSQL database, shared by every replica that names it.
 
     Args:
@@ -209,6 +214,10 @@ class PostgresJournal(PostgresSignals):
     def writable(self) -> bool:
         """False while the last commit failed and is being retried."""
         return self._writable
+
+    @property
+    def _label(self) -> str:
+        return self._description
 
     @property
     def replicas(self) -> Replicas:
@@ -385,12 +394,7 @@ class PostgresJournal(PostgresSignals):
         leftover = self._current + self._queue
         self._current, self._queue = [], []
         gone = JournalError(f"journal {self._description} closed before this was committed")
-        for item in leftover:
-            futures = [item.future] if isinstance(item, Op) else item.thens
-            for future in futures:
-                if isinstance(future, asyncio.Future) and not future.done():
-                    future.set_exception(gone)
-        return sum(1 if isinstance(i, Op) else i.rows for i in leftover)
+        return fail_all(leftover, gone)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -399,35 +403,22 @@ class PostgresJournal(PostgresSignals):
         loop = self._running_loop()
         self._handoff()  # what was submitted before this call commits before it
         done: asyncio.Future[ExecutionRecord | None] = loop.create_future()
-        self._queue.append(Op(None, done, record, record_params(record)))
-        self._wake.set()
+        self._enqueue(Op(None, done, record, record_params(record)))
         return await done
 
     def submit(self, entries: Sequence[Entry], then: Callable[[], None] | None = None) -> None:
         """Queue ``entries`` for the next group commit; run ``then`` once they are durable.
 
+        The entries of an execution this process lost (``disown``, fencing) are dropped.
+
         Raises:
             JournalError: the journal is not open.
             TypeError: a value in an entry is not JSON-ready.
         """
-        batch = self._batch()
+        self._batch()
         if self._disowned and any(e.execution_id in self._disowned for e in entries):
             return  # an execution this process lost: nothing more of it is written or reported
-        batch.add(entries)
-        if then is not None:
-            batch.thens.append(then)
-            self._schedule_handoff()
-        else:
-            self._schedule_lazy()
-
-    async def flush(self) -> None:
-        """Return once everything submitted so far is durable."""
-        batch = self._batch()
-        assert self._loop is not None
-        done: asyncio.Future[None] = self._loop.create_future()
-        batch.thens.append(done)
-        self._schedule_handoff()
-        await done
+        super().submit(entries, then)
 
     async def claim(self, owner: str, lease: float) -> list[ExecutionRecord]:
         """Take every unfinished execution that no live lease holds, for ``lease`` seconds.
@@ -538,48 +529,15 @@ class PostgresJournal(PostgresSignals):
         if self._on_cancel is not None:
             self._on_cancel(execution_id)
 
-    def _batch(self) -> Batch:
-        batch = self._pending
-        if batch is None:
-            raise JournalError(
-                f"journal {self._description} is {'closed' if self._closed else 'not open'}"
-            )
-        return batch
-
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
-        self._batch()
-        assert self._loop is not None
-        return self._loop
-
-    def _schedule_handoff(self) -> None:
-        if not self._handoff_scheduled:
-            self._handoff_scheduled = True
-            assert self._loop is not None
-            self._loop.call_soon(self._handoff)
-
-    def _schedule_lazy(self) -> None:
-        if not self._handoff_scheduled and self._lazy is None:
-            assert self._loop is not None
-            self._lazy = self._loop.call_later(LAZY_COMMIT, self._handoff)
-
-    def _handoff(self) -> None:
-        self._handoff_scheduled = False
-        if self._lazy is not None:
-            self._lazy.cancel()
-            self._lazy = None
-        batch = self._pending
-        if batch is None or not (batch.rows or batch.thens):
-            return
-        self._pending = Batch()
-        self._queue.append(batch)
+    def _enqueue(self, item: Batch | Op) -> None:
+        self._queue.append(item)
         self._wake.set()
 
     async def _write(self, run: Callable[[Connection, bool], Awaitable[_T]]) -> _T:
         loop = self._running_loop()
         self._handoff()  # what was submitted before this call commits before it
         done: asyncio.Future[_T] = loop.create_future()
-        self._queue.append(Op(run, done))
-        self._wake.set()
+        self._enqueue(Op(run, done))
         return await done
 
     # -- the writer task -------------------------------------------------------------------
@@ -625,37 +583,17 @@ class PostgresJournal(PostgresSignals):
             except Exception as exc:
                 retried = True
                 self._drop_broken(exc)
-                self._writable = False
-                error = self._reason(exc)
-                if error != self._last_error:
-                    self._last_error = error
-                    logger.warning(
-                        "journal %s: commit failed (%s); retrying until it succeeds",
-                        self._description,
-                        error,
-                    )
+                self._commit_failed(self._reason(exc))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._abandon.wait(), delay)
                 if self._abandon.is_set():
                     return False
                 delay = min(delay * 2, _LAST_RETRY)
                 continue
-            if not self._writable:
-                self._writable = True
-                self._last_error = ""
-                logger.info("journal %s: commits succeed again", self._description)
-            observe = self.on_commit
-            if observe is not None and writes_anything(group):
-                observe(time.perf_counter() - started)
-            stop_after, self._stop_after_event = self._stop_after_event, None
-            if stop_after is not None and not any(
-                row[1] == stop_after
-                for item in group
-                if isinstance(item, Batch)
-                for row in item.events
-            ):
-                self._stop_after_event = stop_after
-            elif stop_after is not None:
+            self._commit_succeeded(group, time.perf_counter() - started)
+            stop_after = self._stop_after_event
+            if stop_after is not None and holds_event(group, stop_after):
+                self._stop_after_event = None  # once
                 os.kill(os.getpid(), signal.SIGSTOP)  # the fault: resumed by SIGCONT
             self._committed(group, results, committed, fenced)
             return True
@@ -696,6 +634,7 @@ class PostgresJournal(PostgresSignals):
             return results, committed, fenced
         creates = [i for i in group if isinstance(i, Op) and i.record is not None]
         rest = [i for i in group if not (isinstance(i, Op) and i.record is not None)]
+        single = True  # whether the batches may still go in one statement
         if not creates:
             entries_only = [item for item in rest if isinstance(item, Batch)]
             if len(entries_only) == len(rest):
@@ -706,6 +645,7 @@ class PostgresJournal(PostgresSignals):
                         committed.pop(execution_id, None)
                     return results, committed, fenced
                 committed.clear()
+                single = False
         if owner is not None:
             until = self._wall() + self._lease  # a whole lease from (about) the commit
             for op in creates:
@@ -737,7 +677,7 @@ class PostgresJournal(PostgresSignals):
                     if environmental(exc):
                         raise
                     raise OpFailed(item, exc) from exc
-            await write_batches(conn, batches, committed, owner, fenced)
+            await write_batches(conn, batches, committed, owner, fenced, single=single)
         return results, committed, fenced
 
     def _committed(
@@ -769,18 +709,7 @@ class PostgresJournal(PostgresSignals):
             if isinstance(item, Op):
                 self._resolve(item.future, results[id(item)])
                 continue
-            for then in item.thens:
-                if isinstance(then, asyncio.Future):
-                    if not then.done():
-                        then.set_result(None)
-                    continue
-                try:
-                    then()
-                except Exception as exc:
-                    assert self._loop is not None
-                    self._loop.call_exception_handler(
-                        {"message": "a journal then-callback failed", "exception": exc}
-                    )
+            self._run_thens(item.thens)
         self._waiters.wake(committed.items())
 
     @staticmethod

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from maestro_gateway.journal.base import ExecutionRecord, JournalError
-from maestro_gateway.journal.batch import Batch
+from maestro_gateway.journal.batch import Batch, merge_last_sequences
 from maestro_gateway.journal.postgres_schema import (
     CHANNEL,
     COMMIT_ENTRIES,
@@ -136,17 +136,20 @@ async def write_batches(
     committed: dict[str, int],
     owner: str | None = None,
     fenced: set[str] | None = None,
+    *,
+    single: bool = True,
 ) -> None:
     """Apply ``batches`` (one statement when their parts allow it), announcing their events.
 
     With an ``owner``, only the entries of the executions it holds are written; the ids of the
-    others are added to ``fenced``.
+    others are added to ``fenced``. ``single=False``: the caller found already that their parts
+    need the statements one after the other.
     """
     if not any(batch.rows for batch in batches):
         return
     lost: set[str] = set()
     part: dict[str, int] = {}
-    args = one_statement(batches, part, owner)
+    args = one_statement(batches, part, owner) if single else None
     if args is not None:
         await commit_entries(conn, args, owner, lost)
     else:
@@ -168,10 +171,7 @@ async def write_batches(
             # transactions locking the same rows take them in the same order.
             states.sort(key=lambda row: str(row[4]))
             await conn.executemany(UPDATE_STATE, states)
-        for batch in batches:
-            for execution_id, sequence in batch.last_sequence.items():
-                if part.get(execution_id, 0) < sequence:
-                    part[execution_id] = sequence
+        merge_last_sequences(batches, part)
         payloads = notify_payloads(part)
         for payload in payloads[1:]:  # the first goes with the last-sequence update
             await conn.execute(NOTIFY, CHANNEL, payload)
@@ -242,10 +242,7 @@ def one_statement(
                 return None  # one execution's state twice: the second must follow the first
             states[row[4]] = row
     events = [row for batch in batches for row in batch.events]
-    for batch in batches:
-        for execution_id, sequence in batch.last_sequence.items():
-            if committed.get(execution_id, 0) < sequence:
-                committed[execution_id] = sequence
+    merge_last_sequences(batches, committed)
     ids = sorted(committed.keys() | states.keys())  # rows locked in one order by every writer
     payloads = notify_payloads(committed)
     if len(payloads) > 1:

@@ -44,14 +44,21 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from maestro_gateway.journal.base import (
     Attempt,
-    Entry,
     EventEntry,
     ExecutionFilter,
     ExecutionRecord,
     JournalError,
     Page,
 )
-from maestro_gateway.journal.batch import Batch, CommitObserver, writes_anything
+from maestro_gateway.journal.batch import (
+    LAZY_COMMIT,
+    Batch,
+    CommitObserver,
+    GroupCommit,
+    fail_all,
+    holds_event,
+    merge_last_sequences,
+)
 from maestro_gateway.journal.paging import decode_token, encode_token
 from maestro_gateway.journal.sqlite_schema import (
     APPLICATION_ID,
@@ -78,7 +85,7 @@ from maestro_gateway.journal.sqlite_signals import SqliteSignals
 if TYPE_CHECKING:
     from maestro_gateway.resilience.clock import Clock
 
-__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SqliteJournal"]
+__all__ = ["APPLICATION_ID", "LAZY_COMMIT", "SCHEMA_VERSION", "SqliteJournal"]
 
 logger = logging.getLogger("maestro_gateway.journal")
 
@@ -91,8 +98,6 @@ _T = TypeVar("_T")
 FAULT_KILL_AFTER_EVENT = "MAESTRO_FAULT_KILL_AFTER_EVENT"
 
 _BUSY_TIMEOUT = 5.0
-LAZY_COMMIT = 0.002
-"""Seconds entries that nobody awaits may wait for company before they are committed."""
 _FIRST_RETRY = 0.05
 _LAST_RETRY = 1.0
 
@@ -117,7 +122,7 @@ def _environmental(exc: BaseException) -> bool:
     return type(exc) in (sqlite3.OperationalError, sqlite3.DatabaseError)
 
 
-class SqliteJournal(SqliteSignals):
+class SqliteJournal(SqliteSignals, GroupCommit):
     """A journal in one SQLite file (WAL), written by one thread with group commit.
 
     Args:
@@ -186,6 +191,10 @@ class SqliteJournal(SqliteSignals):
     def writable(self) -> bool:
         """False while the last commit failed and is being retried."""
         return self._writable
+
+    @property
+    def _label(self) -> str:
+        return self._name
 
     # -- opening and closing ---------------------------------------------------------------
 
@@ -342,30 +351,6 @@ class SqliteJournal(SqliteSignals):
         result: ExecutionRecord | None = await self._write(run)
         return result
 
-    def submit(self, entries: Sequence[Entry], then: Callable[[], None] | None = None) -> None:
-        """Queue ``entries`` for the next group commit; run ``then`` once they are durable.
-
-        Raises:
-            JournalError: the journal is not open.
-            TypeError: a value in an entry is not JSON-ready.
-        """
-        batch = self._batch()
-        batch.add(entries)
-        if then is not None:
-            batch.thens.append(then)
-            self._schedule_handoff()
-        else:
-            self._schedule_lazy()
-
-    async def flush(self) -> None:
-        """Return once everything submitted so far is durable."""
-        batch = self._batch()
-        assert self._loop is not None
-        done: asyncio.Future[None] = self._loop.create_future()
-        batch.thens.append(done)
-        self._schedule_handoff()
-        await done
-
     async def claim(self, owner: str, lease: float) -> list[ExecutionRecord]:
         """Take every unfinished execution that no live lease holds, for ``lease`` seconds."""
 
@@ -447,56 +432,16 @@ class SqliteJournal(SqliteSignals):
             self._cond.notify()
         return await done
 
-    def _batch(self) -> Batch:
-        batch = self._pending
-        if batch is None:
-            raise JournalError(
-                f"journal {self._name} is {'closed' if self._closed else 'not open'}"
-            )
-        return batch
-
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
-        self._batch()
-        assert self._loop is not None
-        return self._loop
-
-    def _schedule_handoff(self) -> None:
-        if not self._handoff_scheduled:
-            self._handoff_scheduled = True
-            assert self._loop is not None
-            self._loop.call_soon(self._handoff)
-
-    def _schedule_lazy(self) -> None:
-        """Entries nobody waits for commit within ``LAZY_COMMIT`` s, with whatever comes next.
-
-        The engine submits an attempt's outcome and its event, and soon the next attempt's
-        intent, which it does wait for: one commit instead of two. Readers (watchers) see such
-        entries at most a couple of milliseconds later.
-        """
-        if not self._handoff_scheduled and self._lazy is None:
-            assert self._loop is not None
-            self._lazy = self._loop.call_later(LAZY_COMMIT, self._handoff)
-
-    def _handoff(self) -> None:
-        self._handoff_scheduled = False
-        if self._lazy is not None:
-            self._lazy.cancel()
-            self._lazy = None
-        batch = self._pending
-        if batch is None or not (batch.rows or batch.thens):
-            return
-        self._pending = Batch()
+    def _enqueue(self, item: Batch | _Op) -> None:
         with self._cond:
-            self._queue.append(batch)
+            self._queue.append(item)
             self._cond.notify()
 
     async def _write(self, run: Callable[[sqlite3.Connection], _T]) -> _T:
         loop = self._running_loop()
         self._handoff()  # what was submitted before this call commits before it
         done: asyncio.Future[_T] = loop.create_future()
-        with self._cond:
-            self._queue.append(_Op(run, done))
-            self._cond.notify()
+        self._enqueue(_Op(run, done))
         return await done
 
     # -- the writer thread -----------------------------------------------------------------
@@ -550,15 +495,9 @@ class SqliteJournal(SqliteSignals):
                 if conn.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
-                self._writable = False
-                error = str(exc) if isinstance(exc, sqlite3.Error) else type(exc).__name__
-                if error != self._last_error:
-                    self._last_error = error
-                    logger.warning(
-                        "journal %s: commit failed (%s); retrying until it succeeds",
-                        self._name,
-                        error,
-                    )
+                self._commit_failed(
+                    str(exc) if isinstance(exc, sqlite3.Error) else type(exc).__name__
+                )
                 with self._cond:
                     self._cond.wait_for(lambda: self._controls or self._abandon, timeout=delay)
                     controls, self._controls = self._controls, []
@@ -568,19 +507,13 @@ class SqliteJournal(SqliteSignals):
                     return False
                 delay = min(delay * 2, _LAST_RETRY)
                 continue
-            if not self._writable:
-                self._writable = True
-                self._last_error = ""
-                logger.info("journal %s: commits succeed again", self._name)
+            self._commit_succeeded(group, time.perf_counter() - started)
             kill_after = self._kill_after_event
             if kill_after is not None and (
-                _holds_event(group, kill_after) if kill_after else self._created
+                holds_event(group, kill_after) if kill_after else self._created
             ):
                 os.kill(os.getpid(), signal.SIGKILL)
             self._created = False
-            observe = self.on_commit
-            if observe is not None and writes_anything(group):
-                observe(time.perf_counter() - started)
             self._call_loop(self._committed, group, results, committed)
             return True
 
@@ -624,15 +557,10 @@ class SqliteJournal(SqliteSignals):
         if any(batch.states for batch in batches):
             conn.executemany(UPDATE_STATE, chain.from_iterable(b.states for b in batches))
         last: dict[str, int] = {}
-        for batch in batches:
-            for execution_id, sequence in batch.last_sequence.items():
-                if last.get(execution_id, 0) < sequence:
-                    last[execution_id] = sequence
+        merge_last_sequences(batches, last)
         if last:
             conn.executemany(UPDATE_LAST_SEQUENCE, [(seq, eid) for eid, seq in last.items()])
-            for execution_id, sequence in last.items():
-                if committed.get(execution_id, 0) < sequence:
-                    committed[execution_id] = sequence
+            merge_last_sequences(batches, committed)
 
     def _call_loop(self, callback: Callable[..., None], *args: Any) -> None:
         loop = self._loop
@@ -651,18 +579,7 @@ class SqliteJournal(SqliteSignals):
             if isinstance(item, _Op):
                 self._resolve(item.future, next(outcomes))
                 continue
-            for then in item.thens:
-                if isinstance(then, asyncio.Future):
-                    if not then.done():
-                        then.set_result(None)
-                    continue
-                try:
-                    then()
-                except Exception as exc:
-                    assert self._loop is not None
-                    self._loop.call_exception_handler(
-                        {"message": "a journal then-callback failed", "exception": exc}
-                    )
+            self._run_thens(item.thens)
         for execution_id, sequence in committed.items():
             for after, waiter in self._waiters.get(execution_id, ()):
                 if sequence > after and not waiter.done():
@@ -679,12 +596,7 @@ class SqliteJournal(SqliteSignals):
 
     def _writer_exited(self, leftover: list[Batch | _Op]) -> None:
         gone = JournalError(f"journal {self._name} closed before this was committed")
-        self._uncommitted = sum(1 if isinstance(i, _Op) else i.rows for i in leftover)
-        for item in leftover:
-            futures = [item.future] if isinstance(item, _Op) else item.thens
-            for future in futures:
-                if isinstance(future, asyncio.Future) and not future.done():
-                    future.set_exception(gone)
+        self._uncommitted = fail_all(leftover, gone)
         with self._cond:
             controls, self._controls = self._controls, []
         for control in controls:
@@ -818,9 +730,3 @@ class SqliteJournal(SqliteSignals):
             waiters.remove(entry)
             if not waiters:
                 self._waiters.pop(execution_id, None)
-
-
-def _holds_event(group: list[Batch | _Op], sequence: int) -> bool:
-    return any(
-        row[1] == sequence for item in group if isinstance(item, Batch) for row in item.events
-    )
