@@ -135,6 +135,11 @@ class StepState:
         )
 
 
+def first_call(states: list[StepState]) -> StepState | None:
+    """The first of ``states`` that is a call (rather than a kind around one), or None."""
+    return next((s for s in states if isinstance(s.step, CallStep)), None)
+
+
 class Execution:
     """One run of a workflow: context, step states, completion order and the event sequence.
 
@@ -328,29 +333,31 @@ class Execution:
         parallel group, a foreach …) nests: the ones the failure cut short.
         """
         reason = f"cancelled: step '{failed.step_id}' failed" if failed else "cancelled"
-        nested: set[int] | None = None
+        running = self.running(prefix)
         if within is not None:
             nested = {id(s) for s in walk(within.children())}
-        for state in self.running():
-            if not state.path.startswith(prefix):
-                continue
-            if nested is not None and id(state.step) not in nested:
-                continue
-            self.step_failed(
-                state, ErrorInfo(state.path, Code.CANCELLED, reason), StepStatus.CANCELLED
-            )
+            running = [s for s in running if id(s.step) in nested]
+        self.interrupt(running, Code.CANCELLED, reason, StepStatus.CANCELLED)
 
-    def running(self) -> list[StepState]:
-        """Steps interrupted while running, in declaration order."""
-        return [s for s in self.states.values() if s.status is StepStatus.RUNNING]
-
-    def interrupted_first(self) -> StepState | None:
-        """The first running call (rather than the kind around it), else the first running step."""
-        running = self.running()
+    def interrupt(
+        self,
+        running: list[StepState],
+        code: Code,
+        message: str,
+        status: StepStatus = StepStatus.FAILED,
+    ) -> None:
+        """Record each of ``running`` as ended by ``code`` and ``message``, with ``status``."""
         for state in running:
-            if isinstance(state.step, CallStep):
-                return state
-        return running[0] if running else None
+            self.step_failed(state, ErrorInfo(state.path, code, message), status)
+
+    def running(self, prefix: str = "") -> list[StepState]:
+        """Steps interrupted while running (whose path starts with ``prefix``), in the order
+        their states were made: file order at the top level, first run below it."""
+        return [
+            s
+            for s in self.states.values()
+            if s.status is StepStatus.RUNNING and s.path.startswith(prefix)
+        ]
 
     def result(self, status: Any, output: Any) -> ExecutionResult:
         """The immutable result of this execution with ``status`` and ``output``."""

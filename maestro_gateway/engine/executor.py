@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from maestro_gateway.codes import Code
 from maestro_gateway.engine.calls import CallRunner
-from maestro_gateway.engine.context import Execution
+from maestro_gateway.engine.context import Execution, first_call
 from maestro_gateway.engine.events import (
     ErrorInfo,
     Event,
@@ -382,12 +382,12 @@ class Engine:
     @staticmethod
     def _interrupt(execution: Execution, code: Code, message: str) -> None:
         """Record a deadline or a cancel: the cause names the first step in flight."""
-        first = execution.interrupted_first()
-        status = StepStatus.CANCELLED if code is Code.CANCELLED else StepStatus.FAILED
+        running = execution.running()
         if execution.cause is None:
+            first = first_call(running) or (running[0] if running else None)
             execution.cause = ErrorInfo(first.path if first else "", code, message)
-        for state in execution.running():
-            execution.step_failed(state, ErrorInfo(state.path, code, message), status)
+        status = StepStatus.CANCELLED if code is Code.CANCELLED else StepStatus.FAILED
+        execution.interrupt(running, code, message, status)
 
     async def _shielded(self, work: Awaitable[T], execution_id: str) -> T:
         """Run ``work`` to completion even if the awaiting task is cancelled again.

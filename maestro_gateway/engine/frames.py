@@ -14,6 +14,7 @@ The copy is shallow and taken when the iteration starts: everything a body may r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from maestro_gateway.codes import Code
@@ -29,6 +30,7 @@ from maestro_gateway.model.types import (
     ParallelStep,
     Workflow,
     WorkflowStep,
+    level,
 )
 
 
@@ -171,6 +173,20 @@ def last_iteration(execution: Execution, loop: StepState) -> dict[str, Any] | No
         return None
     frame: dict[str, Any] | None = execution.frames.get(item_prefix(loop.path, last))
     return frame
+
+
+def publish_last_iteration(
+    step: LoopStep, ctx: dict[str, Any], output: Mapping[str, Any], frame: dict[str, Any] | None
+) -> None:
+    """After a loop, its body's outputs in ``ctx`` are ``output`` (its last iteration's map),
+    and its body's ``steps.<id>`` those of that iteration's context ``frame`` (DESIGN §12)."""
+    for name in step.body_outputs:
+        ctx[name] = output.get(name)
+    if frame is not None:
+        steps, inner_steps = ctx["steps"], frame["steps"]
+        for inner in level(step.steps):
+            if inner.id in inner_steps:
+                steps[inner.id] = inner_steps[inner.id]
 
 
 def _kind_of(value: Any) -> str:

@@ -7,9 +7,10 @@ engine knows the kinds: a step runs through :func:`run_step`, a list of steps th
 
 A kind's function returns when its step is done (succeeded, skipped, or failed under
 ``continue_on_error``) and raises :class:`StepFailure` once the failure is recorded on the
-step's state, or :class:`DeadlinePassed`. Every kind but ``parallel`` has a state of its own:
-:func:`_run_kind` evaluates its ``when``, reports ``step_started`` (attempt 1), runs the kind's
-body and reports ``step_succeeded`` with the body's output, or ``step_failed``.
+step's state, or :class:`DeadlinePassed`. Every kind but ``parallel`` has a state of its own;
+but for ``call`` (one ``step_started`` per attempt, :func:`run_call`), :func:`_run_kind` evaluates
+its ``when``, reports ``step_started`` (attempt 1), runs the kind's body and reports
+``step_succeeded`` with the body's output, or ``step_failed``.
 
 A step whose state was rebuilt from the journal (``maestro_gateway.engine.recovery``) is run
 again by the same functions: one that ended is not run again (its output is published where the
@@ -27,13 +28,14 @@ from typing import Any, TypeVar
 
 from maestro_gateway.codes import Code
 from maestro_gateway.engine.calls import CallFailed, CallRunner, evaluation_failure
-from maestro_gateway.engine.context import Execution, StepState
+from maestro_gateway.engine.context import Execution, StepState, first_call
 from maestro_gateway.engine.events import ErrorInfo, StepStatus
 from maestro_gateway.engine.frames import (
     KindError,
     child_ctx,
     foreach_items,
     iteration_ctx,
+    publish_last_iteration,
 )
 from maestro_gateway.engine.paths import child_prefix, item_prefix, step_path
 from maestro_gateway.engine.saga import compensate
@@ -166,26 +168,16 @@ async def run_call(scope: Scope, step: CallStep) -> None:
     state = _state(scope, step)
     status = state.status
     if status is StepStatus.SUCCEEDED or status is StepStatus.SKIPPED:
-        return  # done before a restart
+        return  # done before a restart (a compensation it may have in flight is the saga's)
     resume = state.resume
     if resume is not None:
         state.resume = None
     elif status is not StepStatus.PENDING:
-        if status is StepStatus.FAILED or status is StepStatus.CANCELLED:
-            if step.continue_on_error or state.error is None:
-                return
-            raise StepFailure(state.error)
+        _ended(state, step)
         return
-    elif step.when is not None:
-        try:
-            go = step.when.evaluate(state.ctx)
-        except EvaluationError as exc:
-            _fail(execution, state, evaluation_failure(state.path, exc, "when"), step)
-            return
-        if not go:
-            execution.step_skipped(state, f"condition is false: {step.when.expression}")
-            return
-    if resume is None:
+    elif not _begins(execution, state, step):
+        return
+    else:
         execution.step_running(state)
     deadline = scope.deadline
     try:
@@ -207,6 +199,29 @@ def _fail(execution: Execution, state: StepState, error: ErrorInfo, step: Statef
         raise StepFailure(error)
 
 
+def _begins(execution: Execution, state: StepState, step: StatefulStep) -> bool:
+    """Whether a pending step runs: its ``when`` holds (else it is skipped, or fails)."""
+    when = step.when
+    if when is None:
+        return True
+    try:
+        go = when.evaluate(state.ctx)
+    except EvaluationError as exc:
+        _fail(execution, state, evaluation_failure(state.path, exc, "when"), step)
+        return False
+    if not go:
+        execution.step_skipped(state, f"condition is false: {when.expression}")
+    return go
+
+
+def _ended(state: StepState, step: StatefulStep) -> None:
+    """A step that ended before a restart: raise its failure again unless it continues on error."""
+    if state.error is None or getattr(step, "continue_on_error", False):
+        return
+    if state.status is StepStatus.FAILED or state.status is StepStatus.CANCELLED:
+        raise StepFailure(state.error)
+
+
 async def _run_kind(
     scope: Scope,
     step: StatefulStep,
@@ -217,24 +232,14 @@ async def _run_kind(
     state = _state(scope, step)
     status = state.status
     if status is StepStatus.PENDING:
-        if step.when is not None:
-            try:
-                go = step.when.evaluate(state.ctx)
-            except EvaluationError as exc:
-                _fail(execution, state, evaluation_failure(state.path, exc, "when"), step)
-                return
-            if not go:
-                execution.step_skipped(state, f"condition is false: {step.when.expression}")
-                return
+        if not _begins(execution, state, step):
+            return
         execution.step_running(state)
         state.attempts = 1
         execution.emit_attempt(state.path, 1, False)
     elif status is not StepStatus.RUNNING:
-        if status is StepStatus.FAILED or status is StepStatus.CANCELLED:
-            if getattr(step, "continue_on_error", False) or state.error is None:
-                return
-            raise StepFailure(state.error)
-        return  # ended before a restart
+        _ended(state, step)
+        return
     try:
         output = await body(scope, step, state)
     except KindError as problem:
@@ -412,13 +417,9 @@ async def _loop(scope: Scope, step: LoopStep, state: StepState) -> dict[str, Any
         except EvaluationError as exc:
             raise KindError(evaluation_failure(path, exc, "until")) from exc
         if done:
-            steps_ctx = ctx["steps"]
-            for name in names:
-                ctx[name] = frame.get(name)
-            for inner in level(step.steps):
-                if inner.id in frame["steps"]:
-                    steps_ctx[inner.id] = frame["steps"][inner.id]
-            return {name: frame.get(name) for name in names}
+            output = {name: frame.get(name) for name in names}
+            publish_last_iteration(step, ctx, output, frame)
+            return output
     raise KindError(
         ErrorInfo(
             path,
@@ -487,12 +488,10 @@ def _child_timed_out(
 ) -> ErrorInfo:
     """Record a sub-workflow's own timeout on the steps it cut short; the error it fails with."""
     message = f"workflow '{name}' timeout of {timeout:g}s exceeded"
-    running = [s for s in execution.running() if s.path.startswith(prefix)]
-    first = next((s for s in running if isinstance(s.step, CallStep)), None)
-    error = ErrorInfo(first.path if first else path, Code.DEADLINE_EXCEEDED, message)
-    for state in running:
-        execution.step_failed(state, ErrorInfo(state.path, Code.DEADLINE_EXCEEDED, message))
-    return error
+    running = execution.running(prefix)
+    first = first_call(running)
+    execution.interrupt(running, Code.DEADLINE_EXCEEDED, message)
+    return ErrorInfo(first.path if first else path, Code.DEADLINE_EXCEEDED, message)
 
 
 def _child_output(child: Workflow, frame: dict[str, Any], path: str) -> Any:

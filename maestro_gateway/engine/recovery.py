@@ -39,9 +39,9 @@ from maestro_gateway.engine.events import (
     StepStatus,
     StepSucceeded,
 )
-from maestro_gateway.engine.frames import last_iteration, locate
+from maestro_gateway.engine.frames import last_iteration, locate, publish_last_iteration
 from maestro_gateway.errors import CallError
-from maestro_gateway.model.types import CallStep, LoopStep, WaitStep, WorkflowStep, level
+from maestro_gateway.model.types import CallStep, LoopStep, WaitStep, WorkflowStep
 
 INTERRUPTED = "the gateway stopped during this call; the service may have acted on it"
 """The message of an attempt that was in flight when the gateway stopped (DESIGN §10)."""
@@ -155,12 +155,5 @@ def _publish_last_iteration(execution: Execution, loop: StepState) -> None:
     """After a loop, its body's outputs are those of its last iteration (DESIGN §12)."""
     step = loop.step
     assert isinstance(step, LoopStep)
-    ctx = loop.ctx
     output = loop.output if isinstance(loop.output, dict) else {}
-    for name in step.body_outputs:
-        ctx[name] = output.get(name)
-    frame = last_iteration(execution, loop)
-    if frame is not None:
-        for inner in level(step.steps):
-            if inner.id in frame["steps"]:
-                ctx["steps"][inner.id] = frame["steps"][inner.id]
+    publish_last_iteration(step, loop.ctx, output, last_iteration(execution, loop))
