@@ -67,11 +67,12 @@ class _Expression:
 
     __slots__ = ("_compiled", "_env", "_inputs", "_path", "env_names", "references", "source")
 
-    def __init__(self, compiled: Compiled, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, compiled: Compiled, env: dict[str, str]) -> None:
+        """``env`` holds the value of each ``env.NAME`` of ``compiled`` (kept, not copied)."""
         self._compiled = compiled
         self.source = compiled.source.strip()
         self.references = compiled.references
-        self._env = dict(env) if env is not None and compiled.env else None
+        self._env = env or None
         self.env_names = frozenset(name for name, _ in compiled.env)
         self._inputs = tuple(
             (name, compiled.selected.get(name)) for name in sorted(compiled.references)

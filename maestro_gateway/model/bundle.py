@@ -31,14 +31,16 @@ from dataclasses import dataclass
 from maestro_gateway.errors import DefinitionError, Diagnostic
 from maestro_gateway.model.context import EnvPolicy, did_you_mean
 from maestro_gateway.model.loader import load_file
+from maestro_gateway.model.names import WORKFLOW_NAME
 from maestro_gateway.model.types import MAX_NESTING, Workflow, WorkflowStep, walk
 from maestro_gateway.model.yamlnodes import YamlLimits, default_limits
 
 WORKFLOW_SUFFIXES = (".yaml", ".yml")
 """The files of a directory that hold workflows."""
 
+_NAME = f"({WORKFLOW_NAME.pattern})"
 _NAME_LINE = re.compile(
-    r"""^name[ \t]*:[ \t]*(?:"([A-Za-z0-9_.-]+)"|'([A-Za-z0-9_.-]+)'|([A-Za-z0-9_.-]+))[ \t]*(?:#[^\r\n]*)?\r?$""",
+    rf"""^name[ \t]*:[ \t]*(?:"{_NAME}"|'{_NAME}'|{_NAME})[ \t]*(?:#[^\r\n]*)?\r?$""",
     re.MULTILINE,
 )
 _LISTED = 20

@@ -36,6 +36,7 @@ import jsonschema.validators
 from maestro_gateway import expr
 from maestro_gateway.errors import DefinitionError, Diagnostic
 from maestro_gateway.model.context import EnvPolicy, LoadContext, printable
+from maestro_gateway.model.names import WORKFLOW_NAME
 from maestro_gateway.model.schema import endless, unresolvable_refs
 from maestro_gateway.model.scopes import Scopes
 from maestro_gateway.model.services import read_service
@@ -73,7 +74,6 @@ WORKFLOW_KEYS = (
     "output",
     "triggers",
 )
-NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 DEFAULT_COMPENSATION_TIMEOUT = 60.0
 
@@ -210,7 +210,7 @@ def _workflow(ctx: LoadContext, root: Node, text: str) -> Workflow | None:
     values: dict[str, Any] = {}
     if "name" in fields:
         name = ctx.string(fields["name"], "name", scalars=True)
-        if name is not None and not NAME.fullmatch(name):
+        if name is not None and not WORKFLOW_NAME.fullmatch(name):
             ctx.error(
                 fields["name"], f"name: '{name}' may hold only letters, digits, '_', '.' and '-'"
             )

@@ -17,6 +17,8 @@ from maestro_gateway.model.yamlnodes import MappingNode, Node, ScalarNode, pairs
 
 STEP_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+WORKFLOW_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+"""A workflow's ``name``, and what a ``workflow`` step calls."""
 # CEL reserved words cannot be variable names.
 CEL_RESERVED = frozenset(
     [
@@ -81,23 +83,10 @@ class StepNames:
         name = self.ctx.string(node, where, scalars=not explicit)
         if name is None:
             return None
-        if not IDENTIFIER.fullmatch(name) or name in CEL_RESERVED:
-            if explicit:
-                self.ctx.error(
-                    node,
-                    f"{where}: '{name}' is not a valid name (letters, digits and '_', not starting with a digit)",
-                )
-            else:
-                self.ctx.error(
-                    node,
-                    f"steps.{step_id}: the step id '{name}' cannot be used as its output name; add output: with a name made of letters, digits and '_'",
-                )
-            return None
-        if name in RESERVED:
-            self.ctx.error(
-                node,
-                f"{where}: '{name}' is reserved (input, workflow, steps, error and env are built-in names)",
-            )
+        invalid = None
+        if not explicit:
+            invalid = f"steps.{step_id}: the step id '{name}' cannot be used as its output name; add output: with a name made of letters, digits and '_'"
+        if not self._usable(node, where, name, invalid):
             return None
         if name in self.outputs:
             other, first = self.outputs[name]
@@ -127,17 +116,7 @@ class StepNames:
         name: str | None = default
         if node is not None:
             name = self.ctx.string(node, where)
-            if name is not None and (not IDENTIFIER.fullmatch(name) or name in CEL_RESERVED):
-                self.ctx.error(
-                    node,
-                    f"{where}: '{name}' is not a valid name (letters, digits and '_', not starting with a digit)",
-                )
-                return None
-            if name in RESERVED:
-                self.ctx.error(
-                    node,
-                    f"{where}: '{name}' is reserved (input, workflow, steps, error and env are built-in names)",
-                )
+            if name is not None and not self._usable(node, where, name):
                 return None
         if name is None:
             return None
@@ -153,6 +132,27 @@ class StepNames:
                 f"would hide; set {key}: to another name",
             )
         return None
+
+    def _usable(self, node: Node, where: str, name: str, invalid: str | None = None) -> bool:
+        """Whether ``name`` (read at ``where``) is a CEL identifier the gateway does not own.
+
+        When it is not, the problem is reported: ``invalid`` replaces the message for a name
+        that is not an identifier.
+        """
+        if not IDENTIFIER.fullmatch(name) or name in CEL_RESERVED:
+            self.ctx.error(
+                node,
+                invalid
+                or f"{where}: '{name}' is not a valid name (letters, digits and '_', not starting with a digit)",
+            )
+            return False
+        if name in RESERVED:
+            self.ctx.error(
+                node,
+                f"{where}: '{name}' is reserved (input, workflow, steps, error and env are built-in names)",
+            )
+            return False
+        return True
 
     def hides_output(
         self, name: str, node: Node | None, where: str, step: tuple[str, Node]

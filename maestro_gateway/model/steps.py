@@ -16,8 +16,7 @@ names by ``maestro_gateway.model.names``.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from maestro_gateway import expr
@@ -25,12 +24,12 @@ from maestro_gateway.codes import Code
 from maestro_gateway.expr.scan import split_template
 from maestro_gateway.model.calls import CallReader
 from maestro_gateway.model.context import LoadContext, did_you_mean
-from maestro_gateway.model.names import StepNames, named_where
+from maestro_gateway.model.names import WORKFLOW_NAME, StepNames, named_where
 from maestro_gateway.model.scopes import Kind, Scopes, StepInfo
+from maestro_gateway.model.triggers import signal_name
 from maestro_gateway.model.types import (
     DEFAULT_MAX_ITEMS,
     MAX_NESTING,
-    SIGNAL_NAME,
     CallStep,
     EmitStep,
     FailStep,
@@ -124,10 +123,8 @@ _INNER: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "emit": (EMIT_KEYS, ("signal",)),
 }
 """The keys of the mapping under ``fail``, ``wait`` and ``emit``, and those it requires."""
-_SIGNAL = re.compile(SIGNAL_NAME)
 _CONTAINERS = ("parallel", "foreach", "switch", "loop")
 
-_WORKFLOW_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _FAIL_CODES = tuple(c.name for c in Code if c is not Code.OK)
 
 
@@ -186,11 +183,15 @@ class StepReader:
         """Read one list of steps (``where`` is the list's path) nested in ``parent``."""
         drafts: list[_Draft] = []
         for i, element in enumerate(elements):
-            keys = [k.value for k in _kind_keys(element)]
-            if parent is not None and parent.kind == "parallel" and "parallel" in keys:
+            keys = _kind_keys(element)
+            if (
+                parent is not None
+                and parent.kind == "parallel"
+                and any(k.value == "parallel" for k in keys)
+            ):
                 self.ctx.error(element, f"{where}[{i}]: parallel groups cannot be nested")
                 continue
-            draft = self._draft(element, f"{where}[{i}]", parent, branch, len(drafts))
+            draft = self._draft(element, keys, f"{where}[{i}]", parent, branch, len(drafts))
             drafts.append(draft)
         if parent is not None:
             parent.info.lists.append([d.info for d in drafts])
@@ -198,9 +199,15 @@ class StepReader:
         return drafts
 
     def _draft(
-        self, node: Node, fallback: str, parent: _Draft | None, branch: int, index: int
+        self,
+        node: Node,
+        keys: list[ScalarNode],
+        fallback: str,
+        parent: _Draft | None,
+        branch: int,
+        index: int,
     ) -> _Draft:
-        keys = _kind_keys(node)
+        """Read one step; ``keys`` are its kind keys (:func:`_kind_keys`)."""
         step_kind: Kind = keys[0].value if keys else "call"
         info = StepInfo("", None, step_kind, parent.info if parent else None, branch, index)
         where = named_where(node, fallback)
@@ -211,7 +218,7 @@ class StepReader:
                 f"{where}: a step has one kind, but '{step_kind}' and '{extra.value}' are both given",
             )
         if step_kind == "parallel":
-            draft = self._group(node, fallback, info, others)
+            draft = self._group(node, where, info, others)
         elif step_kind == "call":
             return self._call_draft(node, where, info)
         else:
@@ -278,8 +285,7 @@ class StepReader:
         draft.valid = False
         return False
 
-    def _group(self, node: Node, fallback: str, info: StepInfo, others: tuple[str, ...]) -> _Draft:
-        where = named_where(node, fallback)
+    def _group(self, node: Node, where: str, info: StepInfo, others: tuple[str, ...]) -> _Draft:
         fields = self.ctx.fields(node, where, ("id", "parallel", *others)) or {}
         self._groups += 1
         number = self._groups
@@ -448,15 +454,7 @@ class StepReader:
         """Compile every step; None when any problem was found (all of them reported)."""
         self._calls = CallReader(self.ctx, self.services)
         self._scopes = scopes
-        return self._build_list(self.items)
-
-    def _build_list(self, drafts: Sequence[_Draft]) -> tuple[Step, ...] | None:
-        built = [self._build(d) for d in drafts]
-        steps = [s for s in built if s is not None]
-        return tuple(steps) if len(steps) == len(built) else None
-
-    def _build(self, draft: _Draft) -> Step | None:
-        builders = {
+        self._builders: dict[Kind, Callable[[_Draft], Step | None]] = {
             "call": self._call_step,
             "parallel": self._parallel_step,
             "foreach": self._foreach_step,
@@ -467,7 +465,12 @@ class StepReader:
             "wait": self._wait_step,
             "emit": self._emit_step,
         }
-        return builders[draft.kind](draft)
+        return self._build_list(self.items)
+
+    def _build_list(self, drafts: Sequence[_Draft]) -> tuple[Step, ...] | None:
+        built = [self._builders[d.kind](d) for d in drafts]
+        steps = [s for s in built if s is not None]
+        return tuple(steps) if len(steps) == len(built) else None
 
     def _common(self, draft: _Draft, scope: expr.Scope) -> tuple[bool, expr.Condition | None]:
         """Read ``when`` and check ``valid``: (whether they are fine, the condition)."""
@@ -587,7 +590,7 @@ class StepReader:
         name = None
         if "workflow" in fields:
             name = self.ctx.string(fields["workflow"], f"{where}.workflow")
-            if name is not None and not _WORKFLOW_NAME.fullmatch(name):
+            if name is not None and not WORKFLOW_NAME.fullmatch(name):
                 self.ctx.error(
                     fields["workflow"],
                     f"{where}.workflow: '{name}' is not a workflow name (letters, digits, '_', '.' "
@@ -682,22 +685,13 @@ class StepReader:
             return None
         return FailStep(info.id, code, message, when, position(draft.node))
 
-    def _signal_name(self, node: Node, where: str) -> str | None:
-        name = self.ctx.string(node, where)
-        if name is not None and not _SIGNAL.fullmatch(name):
-            self.ctx.error(
-                node, f"{where}: '{name}' may hold only letters, digits, '_', '.', '-' and '/'"
-            )
-            return None
-        return name
-
     def _wait_step(self, draft: _Draft) -> WaitStep | None:
         info, inner = draft.info, draft.inner
         where = f"{draft.where}.wait"
         scope = self._scopes.step(info)
         ok, when = self._common(draft, scope)
         signal = (
-            self._signal_name(inner["signal"], f"{where}.signal") if "signal" in inner else None
+            signal_name(self.ctx, inner["signal"], f"{where}.signal") if "signal" in inner else None
         )
         match = None
         if "when" in inner:
@@ -716,7 +710,7 @@ class StepReader:
         scope = self._scopes.step(info)
         ok, when = self._common(draft, scope)
         signal = (
-            self._signal_name(inner["signal"], f"{where}.signal") if "signal" in inner else None
+            signal_name(self.ctx, inner["signal"], f"{where}.signal") if "signal" in inner else None
         )
         params: expr.Template | None = expr.constant({})
         if "params" in inner:

@@ -52,20 +52,8 @@ def _trigger(ctx: LoadContext, node: Node, where: str) -> Trigger | None:
     fields = ctx.fields(node, where, TRIGGER_KEYS, required=("signal",))
     if fields is None:
         return None
-    ok = "signal" in fields
-    signal = ""
-    if "signal" in fields:
-        name = ctx.string(fields["signal"], f"{where}.signal")
-        if name is None:
-            ok = False
-        elif not _SIGNAL.fullmatch(name):
-            ctx.error(
-                fields["signal"],
-                f"{where}.signal: '{name}' may hold only letters, digits, '_', '.', '-' and '/'",
-            )
-            ok = False
-        else:
-            signal = name
+    signal = signal_name(ctx, fields["signal"], f"{where}.signal") if "signal" in fields else None
+    ok = True
     when = None
     if "when" in fields:
         when = ctx.condition(fields["when"], SCOPE, f"{where}.when")
@@ -78,6 +66,15 @@ def _trigger(ctx: LoadContext, node: Node, where: str) -> Trigger | None:
     if "dedup" in fields:
         dedup = ctx.template(fields["dedup"], SCOPE, f"{where}.dedup")
         ok = ok and dedup is not None
-    if not ok:
+    if not ok or signal is None:
         return None
     return Trigger(signal, when, input, dedup, position(node))
+
+
+def signal_name(ctx: LoadContext, node: Node, where: str) -> str | None:
+    """Read a signal name (a trigger's, a wait's or an emit's); None (reported) when invalid."""
+    name = ctx.string(node, where)
+    if name is not None and not _SIGNAL.fullmatch(name):
+        ctx.error(node, f"{where}: '{name}' may hold only letters, digits, '_', '.', '-' and '/'")
+        return None
+    return name
