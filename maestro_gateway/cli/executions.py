@@ -233,15 +233,15 @@ def run(args: argparse.Namespace) -> int:
         try:
             return actions[args.action](stub, args)
         except grpc.RpcError as exc:
-            print(_failure(exc), file=sys.stderr)
+            print(rpc_failure(exc), file=sys.stderr)
             return RPC_FAILED
 
 
-def _failure(exc: grpc.RpcError) -> str:
-    """``maestro executions: CODE: details`` for a failed RPC."""
+def rpc_failure(exc: grpc.RpcError, command: str = "executions") -> str:
+    """``maestro COMMAND: CODE: details`` for a failed RPC."""
     code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
     details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-    return f"maestro executions: {code.name}: {details}"
+    return f"maestro {command}: {code.name}: {details}"
 
 
 def _list(stub: gateway_pb2_grpc.GatewayStub, args: argparse.Namespace) -> int:
@@ -329,7 +329,7 @@ def _watch(stub: gateway_pb2_grpc.GatewayStub, args: argparse.Namespace) -> int:
         )
         return INTERRUPTED
     except grpc.RpcError as exc:
-        print(_failure(exc), file=sys.stderr)
+        print(rpc_failure(exc), file=sys.stderr)
         if seen > args.after:
             print(f"maestro executions: resume with --after {seen}", file=sys.stderr)
         return RPC_FAILED

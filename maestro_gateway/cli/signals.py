@@ -32,6 +32,7 @@ from maestro_gateway.cli.executions import (
     MAX_PAGE_SIZE,
     RPC_FAILED,
     add_target_options,
+    rpc_failure,
 )
 from maestro_gateway.server.convert import from_struct
 
@@ -102,9 +103,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             return actions[args.action](stub, args)
         except grpc.RpcError as exc:
-            code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-            details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-            print(f"maestro signals: {code.name}: {details}", file=sys.stderr)
+            print(rpc_failure(exc, "signals"), file=sys.stderr)
             return RPC_FAILED
 
 

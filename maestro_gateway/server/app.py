@@ -119,9 +119,10 @@ class GatewayServer:
         self._on_close = on_close
         options = (*SERVER_OPTIONS, *service.limits.server_options())
         self.metrics = metrics
+        interceptors = None
         if metrics is not None:
             metrics.attach(service)
-        interceptors = metrics.interceptors() if metrics is not None else None
+            interceptors = metrics.interceptors()
         self._server = grpc.aio.server(options=options, interceptors=interceptors)
         self.health = health.aio.HealthServicer()
         self._stopped = False

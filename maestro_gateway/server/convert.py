@@ -81,7 +81,7 @@ def fill_value(target: struct_pb2.Value, value: Any) -> None:
     elif isinstance(value, bytes | bytearray):
         target.string_value = base64.b64encode(bytes(value)).decode("ascii")
     elif isinstance(value, datetime.datetime):
-        target.string_value = _rfc3339(value)
+        target.string_value = rfc3339(value)
     elif isinstance(value, datetime.timedelta):
         target.string_value = f"{value.total_seconds():g}s"
     else:
@@ -271,7 +271,8 @@ def fill_value_struct(target: struct_pb2.Struct, value: Mapping[str, Any]) -> No
         fill_value(target.fields[str(key)], item)
 
 
-def _rfc3339(value: datetime.datetime) -> str:
+def rfc3339(value: datetime.datetime) -> str:
+    """``value`` as RFC 3339 in UTC with a ``Z`` suffix (a naive datetime is taken as UTC)."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=datetime.UTC)
     return value.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")

@@ -11,8 +11,8 @@ Where each figure comes from, so that the engine knows nothing of Prometheus:
 - signals: the gateway's ``Signals`` (``on_received``), for SendSignal and emit steps alike.
 
 Label values are bounded: workflow names, step ids and endpoints come from the served
-definitions (an endpoint's URL loses its user and password); a step inside a foreach, a loop or a sub-workflow is labelled by its own step id
-(``lines[3].reserve`` counts as ``reserve``); codes and statuses are enumerations; signal
+definitions (an endpoint's URL loses its user and password); a step inside a foreach, a loop or
+a sub-workflow is labelled by its own step id (``lines[3].reserve`` counts as ``reserve``); codes and statuses are enumerations; signal
 names are the callers', so only the first :data:`MAX_SIGNAL_NAMES` distinct ones are kept as
 they are and the rest count under ``name="_other"``. No label ever holds an execution id, a
 signal id or a payload value.
@@ -186,43 +186,36 @@ class _Tracker:
         return series
 
     def __call__(self, event: Event) -> None:
-        kind = type(event)
-        if kind is StepStarted:
-            assert isinstance(event, StepStarted)
-            self._open.add(event.step_id)
-            self._since.setdefault(event.step_id, event.time)
-        elif kind is StepSucceeded:
-            assert isinstance(event, StepSucceeded)
-            step = self._step(event.step_id)
-            step.attempt("OK")
-            step.duration.observe(event.duration)
-            self._open.discard(event.step_id)
-            self._since.pop(event.step_id, None)
-        elif kind is StepRetrying:
-            assert isinstance(event, StepRetrying)
-            self._step(event.step_id).attempt(event.error.code.name)
-            self._open.discard(event.step_id)
-        elif kind is StepFailed:
-            assert isinstance(event, StepFailed)
-            step = self._step(event.step_id)
-            if event.step_id in self._open:
+        match event:
+            case StepStarted():
+                self._open.add(event.step_id)
+                self._since.setdefault(event.step_id, event.time)
+            case StepSucceeded():
+                step = self._step(event.step_id)
+                step.attempt("OK")
+                step.duration.observe(event.duration)
                 self._open.discard(event.step_id)
-                step.attempt(event.error.code.name)
-            since = self._since.pop(event.step_id, None)
-            if since is not None:
-                step.duration.observe(max(0.0, event.time - since))
-        elif kind is ExecutionStarted:
-            self.series.started.inc()
-        elif kind is ExecutionFinished:
-            assert isinstance(event, ExecutionFinished)
-            result = event.result
-            self.series.finish(result.status.value, result.duration)
-        elif kind is CompensationSucceeded:
-            assert isinstance(event, CompensationSucceeded)
-            self._step(event.step_id).compensation("SUCCEEDED")
-        elif kind is CompensationFailed:
-            assert isinstance(event, CompensationFailed)
-            self._step(event.step_id).compensation("FAILED")
+                self._since.pop(event.step_id, None)
+            case StepRetrying():
+                self._step(event.step_id).attempt(event.error.code.name)
+                self._open.discard(event.step_id)
+            case StepFailed():
+                step = self._step(event.step_id)
+                if event.step_id in self._open:
+                    self._open.discard(event.step_id)
+                    step.attempt(event.error.code.name)
+                since = self._since.pop(event.step_id, None)
+                if since is not None:
+                    step.duration.observe(max(0.0, event.time - since))
+            case ExecutionStarted():
+                self.series.started.inc()
+            case ExecutionFinished():
+                result = event.result
+                self.series.finish(result.status.value, result.duration)
+            case CompensationSucceeded():
+                self._step(event.step_id).compensation("SUCCEEDED")
+            case CompensationFailed():
+                self._step(event.step_id).compensation("FAILED")
         then = self._then
         if then is not None:
             then(event)

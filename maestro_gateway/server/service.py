@@ -24,9 +24,11 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import grpc
+from google.protobuf import struct_pb2
 from maestro.v1 import gateway_pb2 as pb
 from maestro.v1 import gateway_pb2_grpc
 
@@ -432,39 +434,17 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
                 context, "name", "name is required: letters, digits and '_', '.', '-', '/'"
             )
         signal_id = request.signal_id
-        if signal_id and (
-            len(signal_id) > MAX_EXECUTION_ID or not _EXECUTION_ID.fullmatch(signal_id)
-        ):
+        if signal_id and not _well_formed(signal_id, MAX_EXECUTION_ID):
             await _invalid(
                 context,
                 "signal_id",
                 f"signal_id must be at most {MAX_EXECUTION_ID} letters, digits or ._:-[]",
             )
-        limits = self.limits
-        size = request.params.ByteSize()
-        if size > limits.max_input_bytes:
-            await _invalid(
-                context,
-                "params",
-                f"params is {size} bytes, over the limit of {limits.max_input_bytes} bytes "
-                "(max_input_bytes)",
-            )
-        params = from_struct(request.params)
-        if value_depth(params, limits.max_input_depth) > limits.max_input_depth:
-            await _invalid(
-                context,
-                "params",
-                f"params nests deeper than {limits.max_input_depth} levels (max_input_depth)",
-            )
+        params = _within_limits("params", request.params, self.limits)
+        if isinstance(params, _OverLimit):
+            await _invalid(context, "params", params.message)
         if not self.journal.writable:
-            await rpc.abort(
-                context,
-                rpc.rich_status(
-                    Code.UNAVAILABLE,
-                    f"the journal ({self.journal.description}) cannot be written; retry later",
-                    rpc.REASON_JOURNAL_UNAVAILABLE,
-                ),
-            )
+            await rpc.abort(context, _journal_unavailable(self.journal))
         signal, duplicate = await self.signals.send(request.name, params, signal_id)
         return pb.SendSignalResponse(signal=signal_to_proto(signal), duplicate=duplicate)
 
@@ -473,12 +453,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
     ) -> pb.Signal:
         """One signal with its lineage; NOT_FOUND when unknown."""
         signal_id = request.signal_id
-        if not signal_id:
-            await _invalid(context, "signal_id", "signal_id is required")
-        if len(signal_id) > MAX_LOOKUP_ID or not _EXECUTION_ID.fullmatch(signal_id):
-            await _invalid(
-                context, "signal_id", "signal_id may only hold letters, digits or ._:-[]"
-            )
+        await _check_lookup_id(context, "signal_id", signal_id)
         signal = await self.journal.get_signal(signal_id)
         if signal is None:
             await rpc.abort(
@@ -540,14 +515,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         journal = self.journal
         if not journal.writable:
             log.warning(logfmt("execution_refused", workflow=name, reason="journal_unavailable"))
-            await rpc.abort(
-                context,
-                rpc.rich_status(
-                    Code.UNAVAILABLE,
-                    f"the journal ({journal.description}) cannot be written; retry later",
-                    rpc.REASON_JOURNAL_UNAVAILABLE,
-                ),
-            )
+            await rpc.abort(context, _journal_unavailable(journal))
         if len(self.runs) >= self.max_concurrent:
             log.warning(logfmt("execution_refused", workflow=name, reason="overloaded"))
             await rpc.abort(
@@ -563,9 +531,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         if workflow is None:
             await rpc.abort(context, _not_found(name))
         execution_id = request.execution_id
-        if execution_id and (
-            len(execution_id) > MAX_EXECUTION_ID or not _EXECUTION_ID.fullmatch(execution_id)
-        ):
+        if execution_id and not _well_formed(execution_id, MAX_EXECUTION_ID):
             await rpc.abort(
                 context,
                 rpc.rich_status(
@@ -575,8 +541,18 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
                     {"workflow": name, "field": "execution_id"},
                 ),
             )
-        await self._check_limits(request, context)
-        value = from_struct(request.input)
+        value = _within_limits("input", request.input, self.limits)
+        if isinstance(value, _OverLimit):
+            log.warning(logfmt("execution_refused", workflow=name, reason=value.limit))
+            await rpc.abort(
+                context,
+                rpc.rich_status(
+                    Code.INVALID_ARGUMENT,
+                    value.message,
+                    rpc.REASON_INVALID_INPUT,
+                    {"workflow": name, "field": "input", "limit": str(value.bound)},
+                ),
+            )
         try:
             self._check_input(workflow, value)
         except ExecutionError as exc:
@@ -618,42 +594,6 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
             )
         return existing, None
 
-    async def _check_limits(
-        self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext
-    ) -> None:
-        """Abort with INVALID_ARGUMENT when the input is over the size or depth limit."""
-        limits = self.limits
-        name = request.workflow
-        size = request.input.ByteSize()
-        problem = None
-        if size > limits.max_input_bytes:
-            problem = (
-                f"input is {size} bytes, over the limit of {limits.max_input_bytes} bytes "
-                "(max_input_bytes)",
-                "max_input_bytes",
-                limits.max_input_bytes,
-            )
-        else:
-            depth = value_depth(from_struct(request.input), limits.max_input_depth)
-            if depth > limits.max_input_depth:
-                problem = (
-                    f"input nests deeper than {limits.max_input_depth} levels (max_input_depth)",
-                    "max_input_depth",
-                    limits.max_input_depth,
-                )
-        if problem is not None:
-            message, limit, value = problem
-            log.warning(logfmt("execution_refused", workflow=name, reason=limit))
-            await rpc.abort(
-                context,
-                rpc.rich_status(
-                    Code.INVALID_ARGUMENT,
-                    message,
-                    rpc.REASON_INVALID_INPUT,
-                    {"workflow": name, "field": "input", "limit": str(value)},
-                ),
-            )
-
     def _start_late(
         self,
         workflow: Workflow,
@@ -670,12 +610,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         self, execution_id: str, context: grpc.aio.ServicerContext
     ) -> ExecutionRecord:
         """The record of ``execution_id``, or abort with INVALID_ARGUMENT or NOT_FOUND."""
-        if not execution_id:
-            await _invalid(context, "execution_id", "execution_id is required")
-        if len(execution_id) > MAX_LOOKUP_ID or not _EXECUTION_ID.fullmatch(execution_id):
-            await _invalid(
-                context, "execution_id", "execution_id may only hold letters, digits or ._:-[]"
-            )
+        await _check_lookup_id(context, "execution_id", execution_id)
         record = await self.journal.get(execution_id)
         if record is None:
             await rpc.abort(
@@ -759,6 +694,51 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _OverLimit:
+    """Why a ``Struct`` field was refused: the message, and the limit's name and value."""
+
+    message: str
+    limit: str
+    bound: int
+
+
+def _within_limits(
+    field: str, struct: struct_pb2.Struct, limits: RequestLimits
+) -> dict[str, Any] | _OverLimit:
+    """``struct`` as a plain dict, or the size or depth limit of ``limits`` it is over."""
+    size = struct.ByteSize()
+    if size > limits.max_input_bytes:
+        return _OverLimit(
+            f"{field} is {size} bytes, over the limit of {limits.max_input_bytes} bytes "
+            "(max_input_bytes)",
+            "max_input_bytes",
+            limits.max_input_bytes,
+        )
+    value = from_struct(struct)
+    if value_depth(value, limits.max_input_depth) > limits.max_input_depth:
+        return _OverLimit(
+            f"{field} nests deeper than {limits.max_input_depth} levels (max_input_depth)",
+            "max_input_depth",
+            limits.max_input_depth,
+        )
+    return value
+
+
+def _well_formed(identifier: str, longest: int) -> bool:
+    """Whether an execution or signal id is at most ``longest`` characters of ``._:-[]``,
+    letters and digits."""
+    return len(identifier) <= longest and _EXECUTION_ID.fullmatch(identifier) is not None
+
+
+async def _check_lookup_id(context: grpc.aio.ServicerContext, field: str, identifier: str) -> None:
+    """Abort with INVALID_ARGUMENT unless ``identifier`` can name something to look up."""
+    if not identifier:
+        await _invalid(context, field, f"{field} is required")
+    if not _well_formed(identifier, MAX_LOOKUP_ID):
+        await _invalid(context, field, f"{field} may only hold letters, digits or ._:-[]")
+
+
 async def _invalid(context: grpc.aio.ServicerContext, field: str, message: str) -> NoReturn:
     await rpc.abort(
         context,
@@ -775,6 +755,14 @@ def _finished(record: ExecutionRecord) -> grpc.Status:
         f"execution '{execution_id}' has finished ({record.state.value})",
         rpc.REASON_FINISHED,
         {"execution_id": execution_id, "status": record.state.value},
+    )
+
+
+def _journal_unavailable(journal: Journal) -> grpc.Status:
+    return rpc.rich_status(
+        Code.UNAVAILABLE,
+        f"the journal ({journal.description}) cannot be written; retry later",
+        rpc.REASON_JOURNAL_UNAVAILABLE,
     )
 
 

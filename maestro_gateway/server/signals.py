@@ -42,6 +42,7 @@ from maestro_gateway.journal.base import Journal, SignalRecord, canonical_json
 from maestro_gateway.model.schema import check_input
 from maestro_gateway.model.types import Trigger, Workflow
 from maestro_gateway.resilience.clock import Clock
+from maestro_gateway.server.convert import rfc3339
 from maestro_gateway.server.logfmt import logfmt
 from maestro_gateway.server.registry import WorkflowRegistry
 from maestro_gateway.server.runs import Runs
@@ -57,12 +58,11 @@ def derived_signal_id(name: str, params: Mapping[str, Any]) -> str:
 
 def signal_value(signal: SignalRecord) -> dict[str, Any]:
     """``signal`` as templates see it: ``{signal_id, name, params, time}`` (time RFC 3339)."""
-    time = datetime.datetime.fromtimestamp(signal.time, datetime.UTC)
     return {
         "signal_id": signal.signal_id,
         "name": signal.name,
         "params": dict(signal.params),
-        "time": time.isoformat().replace("+00:00", "Z"),
+        "time": rfc3339(datetime.datetime.fromtimestamp(signal.time, datetime.UTC)),
     }
 
 
@@ -161,10 +161,9 @@ class Signals:
                     waiter.offer(signal)
                     if waiter.found.done():
                         break
-                if waiter.found.done():
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(waiter.found), self.poll)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(waiter.found), self.poll)
             value = waiter.found.result()
             await self.journal.note_signal(value["signal_id"], woke=[execution_id])
         finally:
