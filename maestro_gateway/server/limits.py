@@ -49,8 +49,9 @@ class RequestLimits:
     """What the gateway accepts from a client; every bound must be positive.
 
     Attributes:
-        max_input_bytes: the encoded size of an execution's input (Execute, Run, Start).
-        max_input_depth: the nesting depth of an execution's input (a scalar is depth 0, ``{}``
+        max_input_bytes: the encoded size of an execution's input (Execute, Run, Start) and of
+            a signal's params (SendSignal).
+        max_input_depth: the nesting depth of either (a scalar is depth 0, ``{}``
             and ``[]`` depth 1).
         max_headers: request metadata entries on any Gateway call.
         max_header_bytes: total header size on the server (grpc ``max_metadata_size``: beyond
