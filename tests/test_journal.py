@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import fcntl
 import functools
+import json
 import logging
 import os
 import signal
@@ -45,6 +46,8 @@ from maestro_gateway.journal.sqlite_schema import (
     INSERT_EXECUTION,
     MIGRATIONS,
     SCHEMA_VERSION,
+    dumps,
+    loads,
     record_params,
 )
 
@@ -603,3 +606,16 @@ async def test_values_beyond_json_are_stored_as_grpc_sends_them(tmp_path: Path) 
         await journal.flush()
         (attempt,) = await journal.attempts("ex-1")
         assert attempt.request == {"raw": "AP8=", "at": "2026-12-01T12:30:00Z", "wait": "1.5s"}
+
+
+def test_the_encoder_falls_back_to_json_for_what_orjson_refuses() -> None:
+    """orjson encodes; what it refuses is written by ``json`` (same text), nothing is lost."""
+    for value in ({"s": "\ud800"}, {"n": 2**70}, {1: "one"}, {"u": "é€😀", "f": 1e16}):
+        assert loads(dumps(value)) == json.loads(json.dumps(value))
+    assert dumps({"s": "\ud800"}) == '{"s":"\\ud800"}'
+    # JSON has no NaN: written as null (a google.protobuf.Value cannot carry it either) ...
+    assert dumps({"x": float("nan"), "y": float("inf")}) == '{"x":null,"y":null}'
+    # ... and a journal written by json before reads back as it was.
+    assert loads('{"x":NaN}')["x"] != loads('{"x":NaN}')["x"]
+    with pytest.raises(TypeError):
+        dumps({"x": object()})

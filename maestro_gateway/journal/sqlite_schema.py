@@ -14,6 +14,8 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+import orjson
+
 from maestro_gateway.journal.base import (
     EventEntry,
     ExecutionRecord,
@@ -197,14 +199,47 @@ def jsonable(value: object) -> object:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-# ASCII output on purpose: a lone surrogate (valid in a Python str, e.g. from a JSON "\ud800")
-# survives as an escape instead of failing to bind as UTF-8 in the writer thread.
-dumps = functools.partial(json.dumps, separators=(",", ":"), default=jsonable)
+# The exact encoder, for what orjson refuses. ASCII output on purpose: a lone surrogate (valid
+# in a Python str, e.g. from a JSON "\ud800") survives as an escape instead of failing to bind
+# as UTF-8 in the writer thread.
+_exact_dumps = functools.partial(json.dumps, separators=(",", ":"), default=jsonable)
+
+
+# Datetimes and dataclasses go through ``jsonable`` as with ``json`` (orjson has its own
+# formats for them).
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def dumps(value: object) -> str:
+    """``value`` as compact JSON text, what :func:`jsonable` maps included.
+
+    orjson first: the journal encodes every entry on the event loop, and it is several times
+    faster than ``json``. What it refuses — a lone surrogate, an integer beyond 64 bits, a key
+    that is not a string — goes through ``json`` instead. Numbers JSON cannot hold (NaN,
+    infinities) are written as ``null`` (orjson's rule; a ``google.protobuf.Value`` cannot carry
+    them to a client either).
+
+    Raises:
+        TypeError: a value is not JSON-ready.
+    """
+    try:
+        return orjson.dumps(value, default=jsonable, option=_ORJSON_OPTIONS).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return _exact_dumps(value)
+
+
+def loads(text: str | bytes) -> Any:
+    """JSON text decoded: orjson, or ``json`` for what only it reads (a lone surrogate's
+    escape, or ``NaN`` in a journal written before the encoder was orjson)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def loads_or_none(text: str | None) -> Any:
     """``text`` decoded, or None for NULL."""
-    return None if text is None else json.loads(text)
+    return None if text is None else loads(text)
 
 
 def record_from_row(row: Sequence[Any]) -> ExecutionRecord:
@@ -214,9 +249,9 @@ def record_from_row(row: Sequence[Any]) -> ExecutionRecord:
         workflow=row[1],
         source=row[2],
         path=row[3],
-        input=json.loads(row[4]),
-        labels=json.loads(row[5]),
-        metadata=tuple((str(key), str(value)) for key, value in json.loads(row[6])),
+        input=loads(row[4]),
+        labels=loads(row[5]),
+        metadata=tuple((str(key), str(value)) for key, value in loads(row[6])),
         started_at=row[7],
         workflow_deadline=row[8],
         caller_deadline=row[9],
@@ -264,13 +299,13 @@ def signal_from_row(row: Row) -> SignalRecord:
     return SignalRecord(
         signal_id=row[0],
         name=row[1],
-        params=json.loads(row[2]),
+        params=loads(row[2]),
         time=row[3],
         producer_execution=row[4],
         producer_step=row[5],
-        triggered=tuple(json.loads(row[6])),
-        woke=tuple(json.loads(row[7])),
-        not_matched=tuple(json.loads(row[8])),
+        triggered=tuple(loads(row[6])),
+        woke=tuple(loads(row[7])),
+        not_matched=tuple(loads(row[8])),
         dispatched=bool(row[9]),
         sequence=int(row[10]),
     )
