@@ -17,9 +17,17 @@ replica of the setup, summed, over the measured window), beside the PostgreSQL s
 workflow (postmaster and backends; it includes the idle replicas' lease upkeep) and the
 services'. Then the ratios: two replicas / one replica (gateway CPU per workflow at the highest
 concurrency against DESIGN §8's 1.2× bound; throughput and p50 for information: on 2 cores the
-total cannot grow) and PostgreSQL / SQLite for one gateway (the journal's cost).
+total cannot grow) and PostgreSQL / SQLite for one gateway (the journal's cost). When half the
+highest concurrency is measured too (``--concurrency 32 64``), also two replicas against one
+replica at each replica's share of the load (pg2 at 64 / pg1 at 32): what replicas cost beyond
+each process running at half the concurrency (smaller group commits, fewer calls per turn of
+its event loop), which is the part coordination (leases, claims, notifications) could add.
 
-    python -m bench.replicas [--duration 3] [--repeats 3] [--rpc Run] [--json]
+With ``--count-commits`` every gateway also serves its admin port, and each measurement reads
+``maestro_journal_commit_seconds_count`` from its ``/metrics`` around the window: the group
+commits per workflow of the setup (metrics cost a little CPU: compare runs made alike).
+
+    python -m bench.replicas [--duration 3] [--repeats 3] [--rpc Run] [--count-commits] [--json]
 
 Every child process and the cluster are stopped at the end, whatever happens.
 """
@@ -28,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import statistics
 import sys
@@ -36,6 +45,7 @@ import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.request import urlopen
 
 from bench.journal_pg import server_cpu
 from bench.procs import Child, Children, cpu_seconds
@@ -57,7 +67,18 @@ METRICS = (
     "pg_server_cpu_ms",
     "services_cpu_ms",
     "client_cpu_ms",
+    "commits_per_wf",
 )
+COMMITS = re.compile(r"^maestro_journal_commit_seconds_count\s+(\S+)$", re.MULTILINE)
+
+
+def commits(admin_url: str | None) -> float:
+    """The group commits a gateway made so far (0 without its admin port)."""
+    if admin_url is None:
+        return 0.0
+    with urlopen(f"{admin_url}/metrics", timeout=10) as answer:
+        found = COMMITS.search(answer.read().decode())
+    return float(found.group(1)) if found else 0.0
 
 
 def summarise(values: list[float]) -> dict[str, float]:
@@ -73,11 +94,15 @@ class ReplicasBench:
         self.children = children
         self.cluster = cluster
         self.gateways: dict[str, list[tuple[str, Child]]] = {}
+        self.admin: dict[int, str] = {}
+        """The admin URL of each gateway (by pid), with ``--count-commits``."""
         self.services: Child | None = None
         self.load: Child | None = None
         self.runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
 
     def _gateway_argv(self, workflow_dir: Path, journal: str, *extra: str) -> list[str]:
+        if self.args.count_commits:
+            extra = (*extra, "--admin-host", "127.0.0.1", "--admin-port", "0")
         return [
             *(PY, "-m", "maestro_gateway", "serve", "--workflows", str(workflow_dir)),
             *("--loop", self.args.gateway_loop, "--journal", journal, *extra),
@@ -109,6 +134,10 @@ class ReplicasBench:
                 for n in range(count)
             ]
         for setup, children in started.items():
+            if self.args.count_commits:
+                for child in children:
+                    found = child.wait_for(r"maestro-gateway admin on (http://\S+)", 90)
+                    self.admin[child.pid] = found.group(1)
             self.gateways[setup] = [
                 (child.wait_for(r"maestro-gateway listening on (\S+)", 90).group(1), child)
                 for child in children
@@ -136,6 +165,7 @@ class ReplicasBench:
         ready = self._ask(prepare, self.args.warmup + 60)
         if ready.get("errors"):
             raise RuntimeError(f"{setup}: errors while warming up: {ready['errors']}")
+        commits0 = sum(commits(self.admin.get(child.pid)) for _, child in gateways)
         gateway_cpu0 = [cpu_seconds(child.pid) for _, child in gateways]
         pg_cpu0, services_cpu0 = server_cpu(self.cluster), cpu_seconds(self.services.pid)
         out = self._ask({"cmd": "go", "duration": duration}, duration + 60)
@@ -145,6 +175,7 @@ class ReplicasBench:
         ]
         pg_cpu = server_cpu(self.cluster) - pg_cpu0
         services_cpu = cpu_seconds(self.services.pid) - services_cpu0
+        made = sum(commits(self.admin.get(child.pid)) for _, child in gateways) - commits0
         count = max(1, out["count"])
         return {
             "throughput": out["count"] / out["elapsed"],
@@ -155,6 +186,7 @@ class ReplicasBench:
             "pg_server_cpu_ms": pg_cpu / count * 1000,
             "services_cpu_ms": services_cpu / count * 1000,
             "client_cpu_ms": out["client_cpu"] / count * 1000,
+            "commits_per_wf": made / count,
             "count": out["count"],
             "errors": out["errors"],
         }
@@ -176,6 +208,11 @@ class ReplicasBench:
                         f"{SETUPS[setup]:<24} {result['throughput']:7.0f} wf/s "
                         f"p50 {result['p50_ms']:6.2f} ms "
                         f"gateway CPU {result['gateway_cpu_ms']:.2f} ms/wf"
+                        + (
+                            f" commits {result['commits_per_wf']:.2f}/wf"
+                            if self.args.count_commits
+                            else ""
+                        )
                         + (f"  errors {result['errors']}" if result["errors"] else ""),
                         flush=True,
                     )
@@ -211,6 +248,9 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, Any]:
         return value
 
     cpu = ratio("pg2", "pg1", "gateway_cpu_ms", hi)
+    share = None
+    if (a := by_key.get(("pg2", hi))) and (b := by_key.get(("pg1", hi // 2))):
+        share = a["gateway_cpu_ms"]["median"] / b["gateway_cpu_ms"]["median"]
     return {
         "high_concurrency": hi,
         "low_concurrency": lo,
@@ -218,6 +258,7 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "gateway_cpu": cpu,
             "gateway_cpu_bound": TARGET_CPU_RATIO,
             "gateway_cpu_ok": cpu is not None and cpu <= TARGET_CPU_RATIO,
+            "gateway_cpu_at_share": share,
             "throughput": ratio("pg2", "pg1", "throughput", hi),
             "p50": ratio("pg2", "pg1", "p50_ms", lo),
         },
@@ -263,6 +304,11 @@ def print_report(rows: list[dict[str, Any]], r: dict[str, Any], args: argparse.N
         f"(DESIGN §8 bound ≤ {TARGET_CPU_RATIO:g}×: {'OK' if two['gateway_cpu_ok'] else 'MISS'}); "
         f"throughput @{hi} {x(two['throughput'])}, p50 @{lo} {x(two['p50'])}"
     )
+    if two["gateway_cpu_at_share"] is not None:
+        print(
+            f"two replicas @{hi} / one replica @{hi // 2} (each replica's share of the load):"
+            f" gateway CPU per workflow {x(two['gateway_cpu_at_share'])}"
+        )
     print(
         f"PostgreSQL / SQLite (one gateway): gateway CPU per workflow @{hi} "
         f"{x(cost['gateway_cpu'])}, throughput @{hi} {x(cost['throughput'])}, "
@@ -287,6 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gateway-loop", default="auto", choices=["auto", "uvloop", "asyncio"])
     parser.add_argument(
         "--no-fsync", action="store_true", help="run PostgreSQL without fsync (not the default)"
+    )
+    parser.add_argument(
+        "--count-commits",
+        action="store_true",
+        help="serve the admin ports and count the group commits per workflow",
     )
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args(argv)

@@ -27,6 +27,7 @@ from maestro_gateway.journal import (
     ExecutionState,
     IntentEntry,
     Journal,
+    LeaseLost,
     MemoryJournal,
     OutcomeEntry,
     PostgresJournal,
@@ -135,6 +136,21 @@ class JournalSuite:
         await store.open()
         yield store
         await store.close()
+
+    @pytest.fixture
+    async def peer(
+        self, journal: Journal, request: pytest.FixtureRequest
+    ) -> AsyncIterator[Journal | None]:
+        """A second process's journal on the same store (another replica), when replicas can
+        share it (PostgreSQL); None otherwise."""
+        if journal.replicas is None:
+            yield None
+            return
+        cluster = request.getfixturevalue("pg_cluster")
+        other = PostgresJournal(cluster.dsn(request.getfixturevalue("pg_database")))
+        await other.open()
+        yield other
+        await other.close()
 
     # -- create and get --------------------------------------------------------------------
 
@@ -475,6 +491,100 @@ class JournalSuite:
         (taken,) = await journal.claim("gw-4", 60)
         assert (taken.execution_id, taken.owner) == ("c", "gw-4")
         assert await journal.renew("gw-3", ["c"], 60) == {"c"}
+
+    async def test_claim_takes_at_most_its_limit_oldest_first(self, journal: Journal) -> None:
+        """With a limit, claim takes that many free executions, the oldest first; the next
+        claim takes the rest; a limit of 0 takes none, and a negative one is refused."""
+        for n in (4, 1, 3, 0, 2):  # created out of order: taken by start time, then id
+            await journal.create(record(f"e-{n}", started_at=100.0 + n))
+        await journal.create(record("e-1b", started_at=101.0))
+        await journal.create(record("done", started_at=1.0))
+        journal.submit([finish("done")])
+        await journal.flush()
+        assert await journal.claim("gw-1", 60, 0) == []
+        assert ids(await journal.claim("gw-1", 60, 3)) == ["e-0", "e-1", "e-1b"]
+        assert ids(await journal.claim("gw-2", 60, 2)) == ["e-2", "e-3"]
+        assert ids(await journal.claim("gw-3", 60, 50)) == ["e-4"]
+        assert await journal.claim("gw-3", 60, 50) == []
+        owners = {i: r.owner for i in ("e-0", "e-2", "e-4") if (r := await journal.get(i))}
+        assert owners == {"e-0": "gw-1", "e-2": "gw-2", "e-4": "gw-3"}
+        with pytest.raises(ValueError, match="claim limit"):
+            await journal.claim("gw-4", 60, -1)
+
+    async def test_signal_writes_by_the_holder_of_the_execution_are_written(
+        self, journal: Journal
+    ) -> None:
+        """An emitted signal (with its producer) and notes ``by`` an execution this process
+        holds are written like any other."""
+        if journal.replicas is not None:
+            journal.replicas.register(
+                "gw-1", lease=60, on_lost=lambda _: None, on_cancel=lambda _: None
+            )
+        await journal.create(record("e-1", owner="gw-1", lease_until=time.time() + 600))
+        emitted = received("e-1.announce", producer_execution="e-1", producer_step="announce")
+        assert await journal.add_signal(emitted) is None
+        await journal.note_signal(
+            "e-1.announce", triggered=["on-paid:o-1"], dispatched=True, by="e-1"
+        )
+        await journal.note_signal("e-1.announce", woke=["e-1"], by="e-1")
+        found = await journal.get_signal("e-1.announce")
+        assert found is not None
+        assert (found.producer_execution, found.triggered, found.woke, found.dispatched) == (
+            "e-1",
+            ("on-paid:o-1",),
+            ("e-1",),
+            True,
+        )
+
+    async def test_signal_writes_for_an_execution_taken_over_are_refused(
+        self, journal: Journal, peer: Journal | None
+    ) -> None:
+        """Replicas: once another replica claimed an execution, this one's emit of its signal
+        and its notes ``by`` it raise LeaseLost, write nothing and report the execution lost;
+        the new owner's emit is the one emission the lineage shows."""
+        replicas = journal.replicas
+        if replicas is None or peer is None or peer.replicas is None:
+            pytest.skip("one process holds this journal: nothing can take an execution from it")
+        lost: list[set[str]] = []
+        replicas.register("gw-a", lease=0.2, on_lost=lost.append, on_cancel=lambda _: None)
+        await journal.create(record("e-1"))
+        await journal.create(record("e-2"))
+        await journal.create(record("held", owner="gw-a", lease_until=time.time() + 600))
+        await add_all(journal, received("external"))
+        await asyncio.sleep(0.3)  # the leases of e-1 and e-2 run out; another replica takes them
+        assert ids(await peer.claim("gw-b", 60)) == ["e-1", "e-2"]
+        emitted = received("e-1.announce", producer_execution="e-1", producer_step="announce")
+        with pytest.raises(LeaseLost, match="e-1"):
+            await journal.add_signal(emitted)
+        assert lost == [{"e-1"}]
+        with pytest.raises(LeaseLost, match="e-2"):
+            await journal.note_signal("external", woke=["e-2"], by="e-2")
+        assert lost == [{"e-1"}, {"e-2"}]
+        with pytest.raises(LeaseLost):  # lost already: refused before it reaches the store
+            await journal.add_signal(emitted)
+        assert lost == [{"e-1"}, {"e-2"}]
+        assert await peer.get_signal("e-1.announce") is None
+        untouched = await peer.get_signal("external")
+        assert untouched is not None
+        assert untouched.woke == ()
+        # What this replica still holds is written; so is the new owner's emit, once.
+        kept = received("held.announce", producer_execution="held", producer_step="announce")
+        assert await journal.add_signal(kept) is None
+        peer.replicas.register("gw-b", lease=60, on_lost=lost.append, on_cancel=lambda _: None)
+        assert await peer.add_signal(emitted) is None
+        await peer.note_signal("e-1.announce", triggered=["on-paid:o-1"], dispatched=True, by="e-1")
+        page = await peer.list_signals(producer_execution="e-1")
+        assert signal_ids(page.signals) == ["e-1.announce"]
+        (signal,) = page.signals
+        assert (signal.producer_step, signal.triggered, signal.dispatched) == (
+            "announce",
+            ("on-paid:o-1",),
+            True,
+        )
+        assert signal_ids((await peer.list_signals(producer_execution="held")).signals) == [
+            "held.announce"
+        ]
+        assert lost == [{"e-1"}, {"e-2"}]
 
     async def test_delete_finished_removes_events_and_attempts(self, journal: Journal) -> None:
         """Retention deletes executions that ended before the cutoff, with all they hold."""

@@ -26,7 +26,13 @@ import pytest
 from journal_suite import event, finish, received, record, until
 from pg_support import PASSWORD, PASSWORD_ROLE, Cluster, closed_port
 
-from maestro_gateway.journal import JournalError, PostgresJournal, canonical_json, open_journal
+from maestro_gateway.journal import (
+    JournalError,
+    PostgresJournal,
+    canonical_json,
+    open_journal,
+    postgres_listen,
+)
 from maestro_gateway.journal.postgres import connect_delay, redact_dsn
 from maestro_gateway.journal.postgres_schema import (
     CREATE_EXECUTIONS,
@@ -495,6 +501,39 @@ async def test_a_refused_create_fails_alone(dsn: str) -> None:
 
 
 # -- a connection that breaks ------------------------------------------------------------
+
+
+async def test_only_a_journal_with_a_waiter_hears_the_other_replicas_commits(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other replicas' commits are not delivered to a journal nobody waits on: it LISTENs
+    once a waiter parks (woken by the next commit) and stops at the first heartbeat without."""
+    monkeypatch.setattr(postgres_listen, "HEARTBEAT", 0.2)
+    async with opened(dsn) as writer, opened(dsn) as quiet:
+        heard = lambda: quiet._waiters.heard  # noqa: E731 (what it received)
+        await writer.create(record("e-1"))
+        for sequence in range(1, 6):
+            writer.submit([event("e-1", sequence)])
+            await writer.flush()
+        await asyncio.sleep(0.3)  # room for a stray notification to arrive
+        assert heard() == 0
+        parked = asyncio.create_task(quiet.wait_events("e-1", 5, 30))
+        await asyncio.sleep(0.05)
+        writer.submit([event("e-1", 6)])
+        await asyncio.wait_for(parked, 5)
+        assert heard() >= 1
+        await until(lambda: not quiet._waiters._listening, within=5)
+        before = heard()
+        for sequence in range(7, 10):
+            writer.submit([event("e-1", sequence)])
+            await writer.flush()
+        await asyncio.sleep(0.3)
+        assert heard() == before
+        again = asyncio.create_task(quiet.wait_events("e-1", 9, 30))  # listens again
+        await asyncio.sleep(0.05)
+        writer.submit([event("e-1", 10)])
+        await asyncio.wait_for(again, 5)
+        assert [e.sequence for e in await quiet.events("e-1", 8)] == [9, 10]
 
 
 async def test_broken_connections_are_replaced_and_nothing_is_lost(

@@ -75,6 +75,32 @@ steps:
 """
 
 
+# Reserves, then announces the order as paid (on-paid above is triggered by it).
+ANNOUNCE = """\
+name: announce
+version: "1.0"
+input:
+  type: object
+  required: [order_id]
+  properties: {order_id: {type: string}}
+services:
+  inventory:
+    type: grpc
+    endpoint: "127.0.0.1:50051"
+    timeout: 2s
+    retry: {attempts: 3, backoff: exponential, initial: 100ms, max: 1s}
+steps:
+  - id: reserve
+    service: inventory
+    method: shop.v1.Inventory/Reserve
+    input: {order_id: "{{ input.order_id }}", sku: sku-1, qty: 1}
+  - id: tell
+    emit:
+      signal: order.paid
+      params: {order_id: "{{ input.order_id }}"}
+"""
+
+
 def struct(value: dict[str, Any]) -> struct_pb2.Struct:
     out = struct_pb2.Struct()
     out.update(value)
@@ -97,6 +123,7 @@ class Replicas:
         source.mkdir()
         shutil.copy(WORKFLOWS / "checkout.yaml", source / "checkout.yaml")
         (source / "on-paid.yaml").write_text(ON_PAID)
+        (source / "announce.yaml").write_text(ANNOUNCE)
         self.workflows = write_workflows(tmp, demo, source=source)
         self.gateways: list[GatewayProcess] = []
         self._channels: dict[int, grpc.aio.Channel] = {}
@@ -297,6 +324,47 @@ async def test_kill_9_in_the_middle_of_the_rollback_another_compensates(
     assert_reported_once(await replicas.events(others[0], "kill-rollback"))
 
 
+async def test_a_dead_replicas_executions_spread_over_the_survivors_within_capacity(
+    replicas: Replicas,
+) -> None:
+    """Twelve sagas on one replica, killed with all twelve Reserves held; the two survivors
+    (--max-concurrent 8 each) claim no more than their free capacity, so both take some, each
+    execution is resumed by exactly one of them, and every one finishes; the services see
+    nothing twice but the interrupted Reserves."""
+    (first,) = await replicas.start(1)
+    survivors = await replicas.start(2, "--max-concurrent", "8")
+    inventory, payments = replicas.demo.inventory.control, replicas.demo.payments.control
+    await inventory.add_fault(method="Reserve", delay_ms=1900, times=12)
+    # The resumed executions hold a Charge for a while: a survivor at capacity stays so.
+    await payments.add_fault(method="Charge", delay_ms=3000, times=12)
+    ids = [f"spread-{n:02}" for n in range(12)]
+    for execution_id in ids:
+        await replicas.stub(first).Start(checkout(execution_id, order_id=execution_id), timeout=10)
+    await inventory.wait_for(
+        lambda calls: len([c for c in calls if c.method == "Reserve" and not c.outcome]) == 12
+    )
+    await replicas.kill(first)
+
+    for execution_id in ids:
+        execution = await replicas.finished(survivors[0], execution_id)
+        assert execution.status == STATUS.EXECUTION_STATUS_SUCCEEDED, execution_id
+    owners = {execution_id: recovered_by(survivors, execution_id) for execution_id in ids}
+    assert all(len(found) == 1 for found in owners.values()), owners
+    taken = [sum(found == [n] for found in owners.values()) for n in range(2)]
+    assert sum(taken) == 12
+    assert all(1 <= count <= 8 for count in taken), taken
+    assert counts(await replicas.received()) == {
+        "Charge": 12,
+        "CreateShipment": 12,
+        "Reserve": 24,  # the twelve interrupted ones, and their retries
+        "SendMail": 12,
+    }
+    for execution_id in ids:
+        events = await replicas.events(survivors[1], execution_id)
+        assert_reported_once(events)
+        assert kinds(events).count("recovered") == 1
+
+
 async def test_a_replica_paused_past_its_lease_stops_without_reporting_twice(
     replicas: Replicas,
 ) -> None:
@@ -376,6 +444,15 @@ def stopped(pid: int) -> bool:
         return stat.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
 
 
+async def until_stopped(gateway: GatewayProcess, within: float) -> None:
+    """Wait (bounded) until ``gateway``'s process is stopped."""
+    async with asyncio.timeout(within):
+        while True:
+            if stopped(gateway.process.pid):
+                return
+            await asyncio.sleep(0.02)
+
+
 async def test_paused_right_after_an_intent_is_durable_the_old_owner_sends_nothing(
     replicas: Replicas,
 ) -> None:
@@ -425,6 +502,61 @@ async def test_paused_right_after_an_intent_is_durable_the_old_owner_sends_nothi
     events = await replicas.events(other, "stopped-at-intent")
     assert_reported_once(events)
     assert kinds(events).count("recovered") == 1
+
+
+async def test_an_emit_from_a_replica_that_lost_the_execution_writes_nothing(
+    replicas: Replicas,
+) -> None:
+    """A stops itself right before committing the emit step's start (and the signal sent with
+    it), past its lease; B claims the execution and is stopped in turn before writing anything.
+    A, continued, is fenced off: it records no signal and starts nothing. B, continued, emits:
+    the signal is recorded once, produced by the execution, and the workflow it triggers runs
+    once."""
+    stop = {"MAESTRO_FAULT_STOP_BEFORE_EVENT": "4"}
+    (fenced,) = await replicas.start(1, env=stop)
+    (taker,) = await replicas.start(1, env=stop)  # its first group with an event 4: the resume
+    request = pb.ExecuteRequest(
+        workflow="announce", input=struct({"order_id": "A-1"}), execution_id="announced"
+    )
+    await replicas.stub(fenced).Start(request, timeout=10)
+    try:
+        await until_stopped(fenced, within=10)
+        await until_stopped(taker, within=10)  # it claimed the execution, then stopped
+        os.kill(fenced.process.pid, signal.SIGCONT)
+        await fenced.wait_log("lease_lost id=announced workflow=announce noticed_by=fenced")
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await replicas.stub(fenced).GetSignal(
+                pb.GetSignalRequest(signal_id="announced.tell"), timeout=5
+            )
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        os.kill(taker.process.pid, signal.SIGCONT)
+        os.kill(fenced.process.pid, signal.SIGCONT)
+
+    execution = await replicas.finished(fenced, "announced")
+    assert execution.status == STATUS.EXECUTION_STATUS_SUCCEEDED
+    triggered = await replicas.finished(fenced, "on-paid:A-1")
+    assert triggered.status == STATUS.EXECUTION_STATUS_SUCCEEDED
+    assert triggered.triggered_by == "announced.tell"
+    listed = await replicas.stub(fenced).ListSignals(
+        pb.ListSignalsRequest(producer_execution_id="announced"), timeout=5
+    )
+    (emitted,) = listed.signals
+    assert emitted.signal_id == "announced.tell"
+    assert (emitted.producer.execution_id, emitted.producer.step_id) == ("announced", "tell")
+    assert list(emitted.triggered) == ["on-paid:A-1"]
+    assert not any(
+        "signal_received" in line or "execution_triggered" in line for line in fenced.log
+    )
+    assert any("signal_received id=announced.tell" in line for line in taker.log)
+    assert recovered_by([fenced, taker], "announced") == [1]
+    events = await replicas.events(fenced, "announced")
+    assert_reported_once(events)
+    # Reserve again only if its outcome was in the group the pause held up (then interrupted).
+    retried = [e for e in events if e.HasField("step_retrying")]
+    reserves = [c.request["sku"] for c in (await replicas.received())["Reserve"]]
+    assert sorted(reserves) == ["sku-1"] * (1 + len(retried)) + ["sku-2"]
+    assert counts(await replicas.received()) == {"Reserve": 2 + len(retried)}
 
 
 # -- one id, one signal, on two replicas at once ---------------------------------------------

@@ -29,7 +29,9 @@ process holds: nothing can take an execution away from it). Fencing, there: once
 registered as an owner, entries are written only for the executions that owner holds at commit
 time, checked under a row lock in the transaction that writes them; the entries of an execution
 another replica took (or that finished meanwhile) are dropped, and the process is told at once,
-before any ``then`` of their group runs.
+before any ``then`` of their group runs. Signal writes made on behalf of an execution (the
+signal an ``emit`` step sends, a lineage note ``by`` it) are fenced the same way, and refused
+with :class:`LeaseLost`.
 """
 
 from __future__ import annotations
@@ -252,6 +254,21 @@ class BadPageToken(ValueError):
     """A page token that this journal did not produce."""
 
 
+class LeaseLost(JournalError):
+    """A write made on behalf of an execution this process no longer holds (another replica
+    took it over, or it finished) was refused: nothing of it was written (DESIGN §11)."""
+
+    def __init__(self, execution_id: str) -> None:
+        super().__init__(f"execution {execution_id} is no longer this replica's: not written")
+        self.execution_id = execution_id
+
+
+def check_claim_limit(limit: int | None) -> None:
+    """Refuse a ``claim`` limit below 0 (ValueError naming it)."""
+    if limit is not None and limit < 0:
+        raise ValueError(f"claim limit must be at least 0, not {limit}")
+
+
 class Replicas(Protocol):
     """What gateway processes sharing one journal need of it (DESIGN §11).
 
@@ -272,7 +289,9 @@ class Replicas(Protocol):
         Records created without an owner are created owned by ``owner`` for ``lease`` seconds
         (from the commit). Entries of an execution ``owner`` does not hold when they commit are
         not written: their ids go to ``on_lost`` (on the event loop, before any ``then`` of
-        their group runs) and are disowned (:meth:`disown`). ``on_cancel`` gets the id of each
+        their group runs) and are disowned (:meth:`disown`). So are the signal writes made on
+        behalf of such an execution (``add_signal`` of its emitted signal, ``note_signal`` with
+        ``by``), which raise :class:`LeaseLost`. ``on_cancel`` gets the id of each
         cancel requested through :meth:`request_cancel` as it is announced (best effort: the
         owner also polls :meth:`cancel_requests`).
         """
@@ -370,8 +389,16 @@ class Journal(Protocol):
         """Return once an event with a sequence above ``after`` is committed, or after ``timeout``."""
         ...
 
-    async def claim(self, owner: str, lease: float) -> list[ExecutionRecord]:
-        """Take every unfinished execution that no live lease holds, for ``lease`` seconds."""
+    async def claim(
+        self, owner: str, lease: float, limit: int | None = None
+    ) -> list[ExecutionRecord]:
+        """Take the unfinished executions that no live lease holds, for ``lease`` seconds: all
+        of them, or with ``limit`` at most that many, the oldest first (by start time, then
+        id). Of concurrent claims, each execution goes to one.
+
+        Raises:
+            ValueError: ``limit`` is below 0.
+        """
         ...
 
     async def renew(self, owner: str, execution_ids: Sequence[str], lease: float) -> set[str]:
@@ -388,7 +415,15 @@ class Journal(Protocol):
     async def add_signal(self, signal: SignalRecord) -> SignalRecord | None:
         """Commit a new signal (its ``sequence`` assigned); return None, or the stored signal
         when the id is taken (then nothing is written). Atomic: of concurrent adds of one id,
-        exactly one returns None."""
+        exactly one returns None.
+
+        A signal with a ``producer_execution`` (an ``emit`` step's) is fenced as the entries of
+        that execution are: on a journal replicas share, a registered process that no longer
+        holds it writes nothing.
+
+        Raises:
+            LeaseLost: fenced off, as above (the process is told through ``on_lost`` first).
+        """
         ...
 
     async def get_signal(self, signal_id: str) -> SignalRecord | None:
@@ -423,9 +458,19 @@ class Journal(Protocol):
         woke: Sequence[str] = (),
         not_matched: Sequence[str] = (),
         dispatched: bool = False,
+        by: str = "",
     ) -> None:
         """Add to a signal's lineage (ids already listed are not listed twice) and, with
-        ``dispatched``, mark it dispatched; committed when it returns. Unknown ids are ignored."""
+        ``dispatched``, mark it dispatched; committed when it returns. Unknown ids are ignored.
+
+        ``by``: the execution the note is written on behalf of (a wait it woke, the emit that
+        produced the signal). On a journal replicas share, a registered process that no longer
+        holds it writes nothing (:class:`LeaseLost`, see :class:`Replicas`); elsewhere one
+        process holds every execution and ``by`` changes nothing.
+
+        Raises:
+            LeaseLost: fenced off, as above.
+        """
         ...
 
     async def undispatched_signals(self) -> list[SignalRecord]:

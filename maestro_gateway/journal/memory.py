@@ -25,6 +25,7 @@ from maestro_gateway.journal.base import (
     SignalPage,
     SignalRecord,
     StateEntry,
+    check_claim_limit,
 )
 from maestro_gateway.journal.paging import (
     decode_signal_token,
@@ -195,14 +196,21 @@ class MemoryJournal:
             if waiters is not None and waiter in waiters:
                 waiters.remove(waiter)
 
-    async def claim(self, owner: str, lease: float) -> list[ExecutionRecord]:
+    async def claim(
+        self, owner: str, lease: float, limit: int | None = None
+    ) -> list[ExecutionRecord]:
+        check_claim_limit(limit)
         now = time.time()
+        free = [
+            stored
+            for stored in self._executions.values()
+            if not stored.record.state.finished
+            and not (stored.record.owner and stored.record.lease_until > now)
+        ]
+        free.sort(key=lambda stored: (stored.record.started_at, stored.record.execution_id))
         claimed: list[ExecutionRecord] = []
-        for stored in self._executions.values():
-            record = stored.record
-            if record.state.finished or (record.owner and record.lease_until > now):
-                continue
-            stored.record = dataclasses.replace(record, owner=owner, lease_until=now + lease)
+        for stored in free[:limit]:
+            stored.record = dataclasses.replace(stored.record, owner=owner, lease_until=now + lease)
             claimed.append(stored.record)
         return claimed
 
@@ -286,6 +294,7 @@ class MemoryJournal:
         woke: Sequence[str] = (),
         not_matched: Sequence[str] = (),
         dispatched: bool = False,
+        by: str = "",
     ) -> None:
         found = self._signals.get(signal_id)
         if found is None:

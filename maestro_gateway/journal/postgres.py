@@ -59,8 +59,10 @@ from maestro_gateway.journal.base import (
     ExecutionFilter,
     ExecutionRecord,
     JournalError,
+    LeaseLost,
     Page,
     Replicas,
+    check_claim_limit,
 )
 from maestro_gateway.journal.batch import (
     Batch,
@@ -140,6 +142,17 @@ _READERS = 4
 #: SIGSTOPs its own process once, right after committing the group that holds an event with
 #: sequence ``N``, before the event loop learns of the commit (a pause at the worst moment).
 FAULT_STOP_AFTER_EVENT = "MAESTRO_FAULT_STOP_AFTER_EVENT"
+#: The same, but right *before* the writer commits the group holding event ``N`` (what was
+#: submitted with it, such as an emit step's signal, is then written after the pause, if at all).
+FAULT_STOP_BEFORE_EVENT = "MAESTRO_FAULT_STOP_BEFORE_EVENT"
+
+
+def _fault(variable: str) -> int | None:
+    """The event sequence a fault-injection variable names, or None."""
+    try:
+        return int(os.environ[variable])
+    except (KeyError, ValueError):
+        return None
 
 
 async def _no_reset(conn: Connection) -> None:
@@ -200,10 +213,8 @@ class PostgresJournal(PostgresSignals, GroupCommit):
         self._on_lost: Callable[[set[str]], None] | None = None
         self._on_cancel: Callable[[str], None] | None = None
         self._disowned: set[str] = set()
-        try:
-            self._stop_after_event: int | None = int(os.environ[FAULT_STOP_AFTER_EVENT])
-        except (KeyError, ValueError):
-            self._stop_after_event = None
+        self._stop_after_event = _fault(FAULT_STOP_AFTER_EVENT)
+        self._stop_before_event = _fault(FAULT_STOP_BEFORE_EVENT)
 
     @property
     def description(self) -> str:
@@ -420,16 +431,20 @@ class PostgresJournal(PostgresSignals, GroupCommit):
             return  # an execution this process lost: nothing more of it is written or reported
         super().submit(entries, then)
 
-    async def claim(self, owner: str, lease: float) -> list[ExecutionRecord]:
-        """Take every unfinished execution that no live lease holds, for ``lease`` seconds.
+    async def claim(
+        self, owner: str, lease: float, limit: int | None = None
+    ) -> list[ExecutionRecord]:
+        """Take the unfinished executions that no live lease holds, for ``lease`` seconds (at
+        most ``limit``, the oldest first; all when None).
 
         Rows another replica is claiming at the same moment are skipped, not waited for.
         """
+        check_claim_limit(limit)
 
         async def run(conn: Connection, retried: bool) -> list[ExecutionRecord]:
             # Read at commit time: a commit delayed by an outage still grants a whole lease.
             now = self._wall()
-            rows = await conn.fetch(CLAIM, owner, now, now + lease)
+            rows = await conn.fetch(CLAIM, owner, now, now + lease, limit)
             claimed = [record_from_row(row) for row in rows]
             claimed.sort(key=lambda r: (r.started_at, r.execution_id))
             return claimed
@@ -561,6 +576,10 @@ class PostgresJournal(PostgresSignals, GroupCommit):
         delay = _FIRST_RETRY
         retried = False
         split = False
+        stop_before = self._stop_before_event
+        if stop_before is not None and holds_event(group, stop_before):
+            self._stop_before_event = None  # once
+            os.kill(os.getpid(), signal.SIGSTOP)  # the fault: resumed by SIGCONT
         while True:
             try:
                 conn = await self._writer_connection()
@@ -687,6 +706,8 @@ class PostgresJournal(PostgresSignals, GroupCommit):
         committed: dict[str, int],
         fenced: set[str],
     ) -> None:
+        # Signal writes refused for the same reason (postgres_signals.py).
+        fenced = fenced | {r.execution_id for r in results.values() if isinstance(r, LeaseLost)}
         if fenced:
             # Before any ``then`` of the group: the gateway stops those executions first, so
             # that nothing of theirs is reported, and no call of theirs sent, on this commit.
@@ -827,10 +848,12 @@ class PostgresJournal(PostgresSignals, GroupCommit):
         Commits of this process wake it at once; another replica's, through its NOTIFY.
         """
         self._running_loop()
-        # Parked before the read, so a commit landing between the two still wakes it.
+        # Parked before the read, so a commit landing between the two still wakes it (and the
+        # other replicas' commits heard from before it on).
         waiter = self._waiters.park(execution_id, after)
         try:
             async with asyncio.timeout(timeout):
+                await self._waiters.follow()
 
                 async def read(conn: Reader) -> int | None:
                     last = await conn.fetchval(SELECT_LAST_SEQUENCE, execution_id)

@@ -5,6 +5,12 @@ event, and :meth:`Waiters.listen` when another replica does (its commit NOTIFYs 
 with ``id<TAB>sequence`` lines). While the LISTEN connection is down, nothing is heard: when it
 is back, every waiter is woken to look for itself, so a commit announced meanwhile is not missed.
 
+Only a replica with a waiter parked LISTENs on ``CHANNEL`` (:meth:`Waiters.follow`, before the
+waiter reads where the execution stands, so a commit is either seen by that read or heard
+after it); it stops (UNLISTEN) at the first heartbeat with none left. Every replica commits
+events, and most have no one watching another's executions: they are not woken, nor do they
+parse, for each of the other replicas' commits (DESIGN §8's bound on the CPU of replicas).
+
 The same connection hears the cancels requested on any replica (``CANCEL_CHANNEL``, the payload
 an execution id), handed to ``on_cancel``; after a reconnection it is called with "" (look at
 every request: some may have been announced meanwhile).
@@ -45,6 +51,14 @@ class Waiters:
         self._own_pid = own_pid
         self._on_cancel = on_cancel
         self._by_id: dict[str, list[Waiter]] = {}
+        self._conn: Connection | None = None
+        """The LISTEN connection while it is up."""
+        self._listening = False
+        """Whether it LISTENs on ``CHANNEL``."""
+        self._lock = asyncio.Lock()
+        """One statement at a time on the connection (LISTEN, UNLISTEN, the heartbeat)."""
+        self.heard = 0
+        """Notifications of ``CHANNEL`` received (what the bench counts)."""
 
     def park(self, execution_id: str, after: int) -> Waiter:
         """A future that is set once an event above ``after`` is committed (or on :meth:`wake_all`)."""
@@ -76,9 +90,32 @@ class Waiters:
 
     def on_notify(self, conn: object, pid: int, channel: str, payload: object) -> None:
         """The LISTEN callback: another replica committed events."""
-        if pid == self._own_pid():
-            return  # our own commit: its waiters were woken already
+        self.heard += 1
+        if pid == self._own_pid() or not self._by_id:
+            return  # our own commit (its waiters were woken already), or nobody waits
         self.wake(parse_payload(str(payload)))
+
+    async def follow(self) -> None:
+        """LISTEN on ``CHANNEL`` if not yet (a waiter was parked): returns once the other
+        replicas' commits are heard, or at once while the connection is down (when it is back,
+        every waiter is woken)."""
+        conn = self._conn
+        if self._listening or conn is None:
+            return
+        async with self._lock:
+            if self._listening or conn is not self._conn or conn.is_closed():
+                return
+            try:
+                await conn.add_listener(CHANNEL, self.on_notify)
+            except Exception:
+                return  # broken: the heartbeat finds out and reconnects
+            self._listening = True
+
+    async def _idle(self, conn: Connection) -> None:
+        """UNLISTEN on ``CHANNEL`` when nobody waits any more."""
+        if self._listening and not self._by_id:
+            await conn.remove_listener(CHANNEL, self.on_notify)
+            self._listening = False
 
     def on_cancel_notify(self, conn: object, pid: int, channel: str, payload: object) -> None:
         """The LISTEN callback of ``CANCEL_CHANNEL``: a cancel was requested."""
@@ -86,8 +123,11 @@ class Waiters:
             self._on_cancel(str(payload))
 
     async def subscribe(self, conn: Connection) -> None:
-        """LISTEN on ``conn`` to both channels."""
-        await conn.add_listener(CHANNEL, self.on_notify)
+        """LISTEN on ``conn`` to the cancels, and to the commits when someone waits."""
+        self._listening = False
+        if self._by_id:
+            await conn.add_listener(CHANNEL, self.on_notify)
+            self._listening = True
         await conn.add_listener(CANCEL_CHANNEL, self.on_cancel_notify)
 
     async def listen(
@@ -117,6 +157,7 @@ class Waiters:
                 lost.set()
 
             conn.add_termination_listener(terminated)
+            self._conn = conn
             try:
                 while not conn.is_closed():
                     with contextlib.suppress(TimeoutError):
@@ -125,9 +166,13 @@ class Waiters:
                     # Nothing heard for a while: a connection dropped without a word (a
                     # network partition) would never say so; ask.
                     try:
-                        await asyncio.wait_for(conn.execute("SELECT 1"), HEARTBEAT)
+                        async with self._lock:
+                            await asyncio.wait_for(conn.execute("SELECT 1"), HEARTBEAT)
+                            await asyncio.wait_for(self._idle(conn), HEARTBEAT)
                     except Exception:
                         break
             finally:
+                self._conn = None
+                self._listening = False
                 conn.terminate()
             conn = None

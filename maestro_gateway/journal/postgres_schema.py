@@ -242,6 +242,11 @@ LOCK_OWNED = (
     "SELECT execution_id FROM maestro_executions WHERE execution_id = ANY($1::text[])"
     " AND owner = $2::text ORDER BY execution_id FOR NO KEY UPDATE"
 )
+# One execution's row, locked when the owner $2 holds it (a signal write on its behalf): $1 id.
+LOCK_HELD = (
+    "SELECT 1 FROM maestro_executions WHERE execution_id = $1::text AND owner = $2::text"
+    " FOR NO KEY UPDATE"
+)
 # A group of entries only (no create, claim ...) in one statement, so one round trip and no
 # BEGIN/COMMIT: the statement is its own transaction. Its parts see the table as it was before
 # it, so the writer uses it only when no part depends on another (an outcome whose intent is in
@@ -299,11 +304,13 @@ SELECT_ATTEMPTS = (
     " FROM maestro_attempts WHERE execution_id = $1 ORDER BY seq"
 )
 # Under a row lock: rows another replica's transaction holds (claiming or renewing them) are
-# skipped, not waited for, so two claimers never take one execution and never block each other.
+# skipped, not waited for, so two claimers never take one execution and never block each other;
+# at most $4 of them (NULL: all), the oldest first, so that claimers at once share them out.
 CLAIM = (
     "WITH free AS ("
     f"  SELECT execution_id FROM maestro_executions WHERE state IN {UNFINISHED}"
-    "   AND (owner = '' OR lease_until <= $2::float8) FOR UPDATE SKIP LOCKED"
+    "   AND (owner = '' OR lease_until <= $2::float8)"
+    "   ORDER BY started_at, execution_id LIMIT $4::bigint FOR UPDATE SKIP LOCKED"
     ") UPDATE maestro_executions e SET owner = $1::text, lease_until = $3::float8"
     " FROM free, maestro_definitions d"
     " WHERE e.execution_id = free.execution_id AND d.source_hash = e.source_hash"

@@ -13,6 +13,14 @@ order they are drawn. Reads run on the reader pool. The table and its indexes ar
 A commit whose acknowledgement was lost may have happened: the retried ``add_signal`` then finds
 its own row, and recognises it (same name, params, time and producer) as its own; a note applied
 twice changes nothing the second time.
+
+Fencing (DESIGN §11): once the journal writes as a registered owner, a signal an execution
+produced (an ``emit`` step's) and a note made ``by`` an execution are written only while that
+owner holds the execution: its row is locked (``FOR NO KEY UPDATE``, as the entries of a group
+lock theirs) before the signal lock, in the same transaction, so a replica claiming it meanwhile
+either waits for the commit or, having claimed first, makes the write be refused. A refused
+write returns :class:`~.base.LeaseLost` as its result: the writer tells ``on_lost`` before any
+``then`` of the group runs, and the caller gets it raised.
 """
 
 from __future__ import annotations
@@ -20,10 +28,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from maestro_gateway.journal.base import SignalPage, SignalRecord
+from maestro_gateway.journal.base import LeaseLost, SignalPage, SignalRecord
 from maestro_gateway.journal.paging import decode_signal_token, encode_signal_token
 from maestro_gateway.journal.postgres_schema import (
     INSERT_SIGNAL,
+    LOCK_HELD,
     LOCK_SIGNALS,
     SELECT_SIGNAL,
     SELECT_SIGNALS_SINCE,
@@ -68,6 +77,9 @@ class PostgresSignals:
 
     if TYPE_CHECKING:
         # Provided by PostgresJournal.
+        _owner: str | None
+        _disowned: set[str]
+
         async def _read(self, read: Callable[[Reader], Awaitable[_T]]) -> _T: ...
         async def _write(self, run: Callable[[Connection, bool], Awaitable[_T]]) -> _T: ...
 
@@ -81,8 +93,12 @@ class PostgresSignals:
         """
         params = params_json(signal.params)
         row = signal_params(signal, params)
+        producer = signal.producer_execution
+        self._refuse_disowned(producer)
 
-        async def run(conn: Connection, retried: bool) -> SignalRecord | None:
+        async def run(conn: Connection, retried: bool) -> SignalRecord | LeaseLost | None:
+            if not await self._holds(conn, producer):
+                return LeaseLost(producer)
             await conn.execute(LOCK_SIGNALS, SIGNAL_LOCK)
             if await conn.fetchval(INSERT_SIGNAL, *row) is not None:
                 return None
@@ -91,7 +107,8 @@ class PostgresSignals:
                 return None  # our own insert, committed by the attempt whose answer was lost
             return existing
 
-        result: SignalRecord | None = await self._write(run)
+        result = await self._write(run)
+        assert not isinstance(result, LeaseLost)  # the writer raises it
         return result
 
     async def note_signal(
@@ -102,18 +119,26 @@ class PostgresSignals:
         woke: Sequence[str] = (),
         not_matched: Sequence[str] = (),
         dispatched: bool = False,
+        by: str = "",
     ) -> None:
         """Add to a signal's lineage (ids already listed are not listed twice) and, with
-        ``dispatched``, mark it dispatched; committed when it returns. Unknown ids are ignored."""
+        ``dispatched``, mark it dispatched; committed when it returns. Unknown ids are ignored.
+
+        Raises:
+            LeaseLost: made ``by`` an execution this replica no longer holds: nothing written.
+        """
         # Copies: the writer applies the note later, whatever the caller does with its lists.
         triggered, woke, not_matched = tuple(triggered), tuple(woke), tuple(not_matched)
+        self._refuse_disowned(by)
 
-        async def run(conn: Connection, retried: bool) -> None:
+        async def run(conn: Connection, retried: bool) -> LeaseLost | None:
+            if not await self._holds(conn, by):
+                return LeaseLost(by)
             # Under the lock no other replica writes a signal until this transaction commits.
             await conn.execute(LOCK_SIGNALS, SIGNAL_LOCK)
             found = await _select_signal(conn, signal_id)
             if found is None:
-                return
+                return None
             changed = noted(
                 found,
                 triggered=triggered,
@@ -123,8 +148,22 @@ class PostgresSignals:
             )
             if changed != found:
                 await conn.execute(UPDATE_LINEAGE, *lineage_params(changed))
+            return None
 
         await self._write(run)
+
+    def _refuse_disowned(self, execution_id: str) -> None:
+        """Raise LeaseLost at once for a write on behalf of an execution this process lost."""
+        if execution_id and execution_id in self._disowned:
+            raise LeaseLost(execution_id)
+
+    async def _holds(self, conn: Connection, execution_id: str) -> bool:
+        """Whether a write on behalf of ``execution_id`` ("": of none) may go: no owner is
+        registered, or it holds the execution (its row then locked until the commit)."""
+        owner = self._owner
+        if not execution_id or owner is None:
+            return True
+        return await conn.fetchval(LOCK_HELD, execution_id, owner) is not None
 
     async def get_signal(self, signal_id: str) -> SignalRecord | None:
         """The signal with this id, or None."""

@@ -49,6 +49,7 @@ from maestro_gateway.journal.base import (
     ExecutionRecord,
     JournalError,
     Page,
+    check_claim_limit,
 )
 from maestro_gateway.journal.batch import (
     LAZY_COMMIT,
@@ -351,8 +352,12 @@ class SqliteJournal(SqliteSignals, GroupCommit):
         result: ExecutionRecord | None = await self._write(run)
         return result
 
-    async def claim(self, owner: str, lease: float) -> list[ExecutionRecord]:
-        """Take every unfinished execution that no live lease holds, for ``lease`` seconds."""
+    async def claim(
+        self, owner: str, lease: float, limit: int | None = None
+    ) -> list[ExecutionRecord]:
+        """Take the unfinished executions that no live lease holds, for ``lease`` seconds (at
+        most ``limit``, the oldest first; all when None)."""
+        check_claim_limit(limit)
 
         def run(conn: sqlite3.Connection) -> list[ExecutionRecord]:
             # Read at commit time: a commit delayed by an outage still grants a whole lease.
@@ -360,8 +365,9 @@ class SqliteJournal(SqliteSignals, GroupCommit):
             until = now + lease
             rows = conn.execute(
                 f"SELECT {RECORD_COLUMNS} WHERE e.state IN {UNFINISHED}"
-                " AND (e.owner = '' OR e.lease_until <= ?) ORDER BY e.started_at, e.execution_id",
-                (now,),
+                " AND (e.owner = '' OR e.lease_until <= ?) ORDER BY e.started_at, e.execution_id"
+                " LIMIT ?",
+                (now, -1 if limit is None else limit),
             ).fetchall()
             claimed = [record_from_row(row) for row in rows]
             conn.executemany(

@@ -68,6 +68,7 @@ class SqliteSignals:
         woke: Sequence[str] = (),
         not_matched: Sequence[str] = (),
         dispatched: bool = False,
+        by: str = "",
     ) -> None:
         """Add to a signal's lineage (ids already listed are not listed twice) and, with
         ``dispatched``, mark it dispatched; committed when it returns. Unknown ids are ignored."""

@@ -16,7 +16,11 @@ one owner among several:
 - every execution it runs is leased to it for ``lease`` seconds and renewed every third of that;
   the records it creates are created leased to it (the journal stamps them);
 - every third of a lease (at most every second) it claims the executions whose lease expired
-  (their replica died or stopped) and resumes them as recovery at start does;
+  (their replica died or stopped) and resumes them as recovery at start does: at most its free
+  capacity (``capacity``, the service's ``max_concurrent``, minus the executions in flight
+  here), in batches of at most ``CLAIM_BATCH``, so that the executions of a dead replica spread
+  over the survivors (each claims under the row lock, skipping the rows another is claiming)
+  and a replica at capacity claims nothing, leaving them to the others;
 - an execution it no longer holds (``renew`` says so, or the journal fenced its entries off) is
   handed over on the spot: its task is cancelled without compensating, and nothing more of it
   is journaled, streamed or called. Before each call the engine asks :meth:`Runs._may_send`:
@@ -60,6 +64,9 @@ LEASE_MARGIN = 0.2
 seconds from when it was asked for (room for clocks that disagree a little)."""
 CLAIM_EVERY = 1.0
 """Most seconds between two looks for expired leases (a third of the lease when shorter)."""
+CLAIM_BATCH = 32
+"""Most executions one claim takes (replicas): a batch is resumed before the next is claimed,
+so that replicas looking at the same moment share a dead one's executions out."""
 HAND_OVER_WAIT = 5.0
 """Seconds a shutdown waits for handed-over executions to stop."""
 
@@ -112,15 +119,27 @@ class Runs:
         engine: runs executions; its journal is ``journal``.
         journal: the journal the gateway serves from.
         lease: seconds an execution's lease lasts (replicas, DESIGN §11).
+        capacity: most executions in flight here that claims fill up to (replicas); None: no
+            bound. The gateway service sets it to its ``max_concurrent``.
     """
 
-    def __init__(self, engine: Engine, journal: Journal, *, lease: float = DEFAULT_LEASE) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        journal: Journal,
+        *,
+        lease: float = DEFAULT_LEASE,
+        capacity: int | None = None,
+    ) -> None:
         if lease <= 0:
             raise ValueError("the lease must be positive")
+        if capacity is not None and capacity < 1:
+            raise ValueError(f"capacity must be at least 1, not {capacity}")
         self.engine = engine
         self.journal = journal
         self.owner = owner_id()
         self.lease = lease
+        self.capacity = capacity
         self._runs: dict[str, _Run] = {}
         self.handed_over: set[str] = set()
         """Executions left unfinished for the next start by a shutdown."""
@@ -164,13 +183,29 @@ class Runs:
 
         Each resumes with the definition it started with. One whose definition no longer loads
         (a changed loader, say) is logged and left unfinished, never marked done. On a journal
-        replicas share, the executions another replica holds a live lease on are left to it.
+        replicas share, the executions another replica holds a live lease on are left to it,
+        and at most the free capacity is claimed (in batches): the claim loop takes more as
+        executions finish.
         """
-        asked = time.monotonic()
-        records = await self.journal.claim(self.owner, self.lease)
-        return await self._resume(
-            records, asked, f"resumed by {self.owner} after the gateway stopped"
-        )
+        reason = f"resumed by {self.owner} after the gateway stopped"
+        if self.replicas is None:  # one process holds the journal: everything is ours
+            asked = time.monotonic()
+            return await self._resume(
+                await self.journal.claim(self.owner, self.lease), asked, reason
+            )
+        resumed = 0
+        while (limit := self._claim_limit()) > 0:
+            asked = time.monotonic()
+            claimed = await self.journal.claim(self.owner, self.lease, limit)
+            resumed += await self._resume(claimed, asked, reason)
+            if len(claimed) < limit:
+                break
+        return resumed
+
+    def _claim_limit(self) -> int:
+        """How many executions one claim may take now: the free capacity, at most a batch."""
+        free = CLAIM_BATCH if self.capacity is None else self.capacity - len(self._runs)
+        return max(0, min(free, CLAIM_BATCH))
 
     async def _resume(self, records: Sequence[ExecutionRecord], asked: float, reason: str) -> int:
         resumed = 0
@@ -369,12 +404,16 @@ class Runs:
                     _, pending = await asyncio.wait(stopping, timeout=interval)
                     if pending:
                         continue
-                asked = time.monotonic()
-                claimed = await self.journal.claim(self.owner, self.lease)
-                if claimed and self._claiming:
-                    await self._resume(claimed, asked, reason)
-                elif claimed:
-                    await self._release([r.execution_id for r in claimed])
+                while self._claiming and (limit := self._claim_limit()) > 0:
+                    asked = time.monotonic()
+                    claimed = await self.journal.claim(self.owner, self.lease, limit)
+                    if claimed and self._claiming:
+                        await self._resume(claimed, asked, reason)
+                    elif claimed:
+                        await self._release([r.execution_id for r in claimed])
+                    if len(claimed) < limit:
+                        break
+                    await asyncio.sleep(0)  # a full batch: more may wait; the loop breathes
                 await self._apply_cancels()
             except JournalError as exc:
                 log.warning(logfmt("lease_claim_failed", error=str(exc)))

@@ -131,6 +131,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
             raise ValueError("max_concurrent must be at least 1")
         self.registry = registry
         self.runs = runs
+        runs.capacity = max_concurrent  # replicas claim expired leases up to it (DESIGN §11)
         self._check_input = check_input
         self._validate_source = validate_source
         self.max_concurrent = max_concurrent

@@ -22,6 +22,13 @@ a wait is added to its execution's consumed set in the same step of the event lo
 accepted, so within one execution it satisfies one wait only; the execution is listed under
 the signal's ``woke`` (for a wait on this gateway, before the dispatch ends, so SendSignal's
 answer shows it).
+
+What is written on behalf of an execution (the signal its emit step sends, the note that lists
+it under ``woke``, and the note that ends the dispatch of its emitted signal) is fenced on a
+journal replicas share: a replica that lost the execution's lease writes none of it (the journal
+refuses with ``LeaseLost`` and the execution stops here), and the replica that took it over
+does it when the step runs again. An emit step that finds its own signal stored but not
+dispatched (its earlier run stopped in between) dispatches it: completing, not a second signal.
 """
 
 from __future__ import annotations
@@ -165,7 +172,7 @@ class Signals:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(asyncio.shield(waiter.found), self.poll)
             value = waiter.found.result()
-            await self.journal.note_signal(value["signal_id"], woke=[execution_id])
+            await self.journal.note_signal(value["signal_id"], woke=[execution_id], by=execution_id)
         finally:
             waiters.discard(waiter)
             if not waiters:
@@ -199,15 +206,24 @@ class Signals:
         if self.on_received is not None:
             self.on_received(name, existing is not None)
         if existing is not None:
-            return existing, True
-        log.info(logfmt("signal_received", id=signal.signal_id, name=name))
-        await self.dispatch(signal)
+            ours = (existing.producer_execution, existing.producer_step) == producer
+            if not (producer[0] and ours and not existing.dispatched):
+                return existing, True
+            # This emit step's own signal, whose dispatch an earlier run of the step did not
+            # finish (it stopped, or lost the execution to this replica): finish it.
+            signal = existing
+        else:
+            log.info(logfmt("signal_received", id=signal.signal_id, name=name))
+        await self.dispatch(signal, by=producer[0])
         stored = await self.journal.get_signal(signal.signal_id)
-        return stored or signal, False
+        return stored or signal, existing is not None
 
-    async def dispatch(self, signal: SignalRecord) -> None:
+    async def dispatch(self, signal: SignalRecord, *, by: str = "") -> None:
         """Offer ``signal`` to the waiting steps, process every trigger on its name, mark it
-        dispatched, then wait (bounded) until the waits it satisfied are listed under ``woke``."""
+        dispatched, then wait (bounded) until the waits it satisfied are listed under ``woke``.
+
+        ``by``: the execution whose emit step sent it (the note marking it dispatched is
+        fenced on that execution's lease)."""
         took = [w for w in list(self._waiters.get(signal.name, ())) if w.offer(signal)]
         triggered: list[str] = []
         not_matched: list[str] = []
@@ -223,7 +239,7 @@ class Signals:
                 elif execution_id not in triggered:
                     triggered.append(execution_id)
         await self.journal.note_signal(
-            signal.signal_id, triggered=triggered, not_matched=not_matched, dispatched=True
+            signal.signal_id, triggered=triggered, not_matched=not_matched, dispatched=True, by=by
         )
         if took:
             with contextlib.suppress(TimeoutError):
