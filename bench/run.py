@@ -13,7 +13,8 @@ workflow of the server process and of the services process (``/proc/PID/stat`` d
 measured window). It prints the gateway/glue ratios against the DESIGN §8 targets, then runs
 the scale figures (``bench/memory.py``, ``bench/engine_cpu.py``, ``bench/foreach.py``,
 ``bench/signals.py``, ``bench/recovery.py``, ``bench/metrics_cost.py``, ``bench/replicas.py``:
-one and two replicas on PostgreSQL against one gateway on SQLite), and writes everything to
+one and two replicas on PostgreSQL against one gateway on SQLite; ``bench/saturation.py``: the
+health check's latency while the gateway is saturated), and writes everything to
 ``bench/results/latest.json``.
 """
 
@@ -309,6 +310,7 @@ def run_scale(args: argparse.Namespace) -> dict[str, Any]:
         ("recovery", ["--executions", str(args.recover)]),
         ("metrics_cost", []),
         ("replicas", []),
+        ("saturation", []),
     )
     for name, extra in scale:
         print(f"\n== {name} ==", flush=True)

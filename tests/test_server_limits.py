@@ -356,5 +356,6 @@ def test_serve_help_documents_the_limit_flags() -> None:
         "--max-header-bytes",
         "--validate-timeout",
         "--max-validations",
+        "--max-streams-per-connection",
     ):
         assert flag in helptext

@@ -17,6 +17,7 @@ from maestro_gateway.server.limits import (
     DEFAULT_MAX_HEADERS,
     DEFAULT_MAX_INPUT_BYTES,
     DEFAULT_MAX_INPUT_DEPTH,
+    DEFAULT_MAX_STREAMS_PER_CONNECTION,
     DEFAULT_MAX_VALIDATIONS,
     DEFAULT_VALIDATE_TIMEOUT,
     RequestLimits,
@@ -123,6 +124,14 @@ def add_request_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"ValidateWorkflow calls in progress at once; beyond it RESOURCE_EXHAUSTED "
         f"(default {DEFAULT_MAX_VALIDATIONS})",
     )
+    parser.add_argument(
+        "--max-streams-per-connection",
+        default=DEFAULT_MAX_STREAMS_PER_CONNECTION,
+        type=positive,
+        metavar="N",
+        help=f"calls one client connection may have open at once; gRPC clients queue the "
+        f"calls beyond it (default {DEFAULT_MAX_STREAMS_PER_CONNECTION})",
+    )
 
 
 def request_limits(args: argparse.Namespace) -> RequestLimits:
@@ -134,4 +143,5 @@ def request_limits(args: argparse.Namespace) -> RequestLimits:
         max_header_bytes=args.max_header_bytes,
         validate_timeout=args.validate_timeout,
         max_validations=args.max_validations,
+        max_streams_per_connection=args.max_streams_per_connection,
     )

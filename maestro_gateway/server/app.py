@@ -57,6 +57,21 @@ RETENTION_INTERVAL = 60.0
 """Seconds between two deletions of expired executions."""
 HEALTH_INTERVAL = 0.5
 """Seconds between two looks at whether the journal can be written."""
+KEEPALIVE_TIME_MS = 60_000
+"""The server pings every connection after this long without a frame from the client, idle
+ones included, to find peers that vanished (a dead network path leaves no FIN)."""
+KEEPALIVE_TIMEOUT_MS = 20_000
+"""A ping unanswered this long closes the connection; its calls end (executions are cancelled
+and compensated, as for a caller cancel). A dead peer is found within about 80 s. grpc core
+waits for a ping's ack ``grpc.http2.ping_timeout_ms`` (default 60 s) whatever
+``grpc.keepalive_timeout_ms`` says (grpcio 1.85, measured), so both are set to it."""
+MIN_CLIENT_PING_INTERVAL_MS = 10_000
+"""Client pings closer together than this, with no data in between, are each a strike (the
+gateway's own downstream channels ping every 30 s, grpc clients' default is never)."""
+MAX_PING_STRIKES = 2
+"""Strikes after which the server closes the connection with GOAWAY ``ENHANCE_YOUR_CALM``
+``too_many_pings`` (grpc's default, made explicit); the client reconnects and, in grpc core
+and grpc-go, doubles its ping interval."""
 
 SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (
     # Without this a second gateway on the same port starts silently and steals connections.
@@ -65,7 +80,16 @@ SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     # Accept the keepalive pings well-behaved clients send rather than answering "too many pings".
     ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
+    ("grpc.http2.max_ping_strikes", MAX_PING_STRIKES),
+    ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    # grpc.http2.max_pings_without_data keeps grpc's default: answered pings let the server go
+    # on pinging an idle connection (measured), so a peer that vanishes later is still found.
+    # No grpc.max_connection_age_ms: it would end long Execute and Watch streams (after its
+    # grace); no grpc.max_connection_idle_ms: an idle connection costs little once keepalive
+    # finds the dead ones, and clients would reconnect for nothing.
 )
 
 
