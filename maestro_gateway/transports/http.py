@@ -307,7 +307,7 @@ class HttpTransport:
             within = "" if timeout is None else f" within {timeout:g}s"
             raise CallError(Code.DEADLINE_EXCEEDED, f"{where}: no response{within}") from exc
         except (httpx.HTTPError, aiohttp.ClientError, OSError) as exc:
-            raise _transport_error(where, exc) from exc
+            raise _transport_error(where, exc, self.service.name) from exc
         if 200 <= response.status_code < 300:
             return decode_body(response, body)
         raise _status_error(where, response, body)
@@ -432,7 +432,7 @@ def _status_error(where: str, response: httpx.Response, body: bytes) -> CallErro
     )
 
 
-def _transport_error(where: str, exc: BaseException) -> CallError:
+def _transport_error(where: str, exc: BaseException, service: str) -> CallError:
     """Map a failure to get a response at all; the aiohttp cause decides when there is one."""
     # httpx_aiohttp reports every aiohttp connection error as a ConnectTimeout: look underneath.
     cause: BaseException | None = exc
@@ -442,7 +442,9 @@ def _transport_error(where: str, exc: BaseException) -> CallError:
         if isinstance(cause, TimeoutError | aiohttp.ServerTimeoutError):
             return CallError(Code.DEADLINE_EXCEEDED, f"{where}: timed out ({cause})")
         if isinstance(cause, aiohttp.ClientConnectionError | ConnectionError):
-            return CallError(Code.UNAVAILABLE, f"{where}: connection failed ({cause})")
+            return CallError(
+                Code.UNAVAILABLE, f"{where}: connection to service '{service}' failed ({cause})"
+            )
         if isinstance(
             cause, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError | httpx.UnsupportedProtocol
         ):

@@ -225,7 +225,18 @@ class GrpcTransport:
         loop = asyncio.get_running_loop()
         started = loop.time()
         sent_metadata = outgoing_metadata(metadata)
-        resolved = await self._method(method, timeout, metadata)
+        try:
+            resolved = await self._method(method, timeout, metadata)
+        except CallError as exc:
+            if exc.code is not Code.UNAVAILABLE:
+                raise
+            # The first contact with a service: a refused TLS handshake or connection shows here.
+            raise CallError(
+                Code.UNAVAILABLE,
+                f"service '{self.service.name}': {exc.message}",
+                permanent=exc.permanent,
+                retry_after=exc.retry_after,
+            ) from exc
         if isinstance(resolved, str):
             return await self._call_envelope(method, request, timeout, started, sent_metadata, info)
         what = resolved.path[1:]
