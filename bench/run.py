@@ -12,7 +12,8 @@ concurrency the medians (with min–max over the rounds) of workflows/s, p50, p9
 workflow of the server process and of the services process (``/proc/PID/stat`` deltas over the
 measured window). It prints the gateway/glue ratios against the DESIGN §8 targets, then runs
 the scale figures (``bench/memory.py``, ``bench/engine_cpu.py``, ``bench/foreach.py``,
-``bench/signals.py``, ``bench/recovery.py``, ``bench/metrics_cost.py``, ``bench/replicas.py``:
+``bench/signals.py``, ``bench/recovery.py``, ``bench/metrics_cost.py``,
+``bench/tracing_cost.py``, ``bench/replicas.py``:
 one and two replicas on PostgreSQL against one gateway on SQLite; ``bench/saturation.py``: the
 health check's latency while the gateway is saturated), and writes everything to
 ``bench/results/latest.json``.
@@ -309,6 +310,7 @@ def run_scale(args: argparse.Namespace) -> dict[str, Any]:
         ("memory", ["--executions", str(args.executions)]),
         ("recovery", ["--executions", str(args.recover)]),
         ("metrics_cost", []),
+        ("tracing_cost", []),
         ("replicas", []),
         ("saturation", []),
     )

@@ -28,6 +28,11 @@ line, the same keys as fields). Every line, of every logger and level, is redact
 workflow read from the environment (``env.NAME``) appears as ``***``. A workflow using a
 variable that is not set is not served (``workflow_invalid`` names the variable); the others
 are.
+
+Traces are exported when the standard ``OTEL_*`` variables ask for it, and only then
+(``maestro_gateway.server.tracing`` says which turn it on); a value it cannot use ends the
+command with status 2 naming the variable. JSON log lines then carry ``trace_id``. What is
+still queued is exported when the server stops.
 """
 
 from __future__ import annotations
@@ -230,10 +235,21 @@ async def _serve(args: argparse.Namespace) -> int:
     from maestro_gateway.journal import JournalError, open_journal
     from maestro_gateway.server.app import TLSFiles, create_gateway
     from maestro_gateway.server.logfmt import logfmt
+    from maestro_gateway.server.tracing import TracingConfigError
+    from maestro_gateway.server.tracing import from_env as tracing_from_env
 
     log = logging.getLogger("maestro_gateway.server")
     apply_yaml_limits(args)  # before anything is loaded: recovery and reloads read them too
     tls = TLSFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
+    try:
+        tracing = tracing_from_env()  # the OTEL_* variables (DESIGN §14); None: off
+    except TracingConfigError as exc:
+        print(f"maestro serve: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    if tracing is not None:
+        from maestro_gateway.server.otel import log_trace_ids
+
+        log_trace_ids(True)
     try:
         journal = open_journal(
             args.journal, sync=args.journal_sync, connect_timeout=args.journal_connect_timeout
@@ -259,6 +275,7 @@ async def _serve(args: argparse.Namespace) -> int:
         lease=args.lease,
         limits=request_limits(args),
         metrics=metrics,
+        tracing=tracing,
     )
     for problem in problems:
         log.error(logfmt("workflow_invalid", diagnostic=str(problem)))

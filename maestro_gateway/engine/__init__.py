@@ -22,6 +22,7 @@ from maestro_gateway.engine.events import (
 )
 from maestro_gateway.engine.executor import Engine
 from maestro_gateway.engine.serialize import result_to_json
+from maestro_gateway.engine.tracing import ExecutionTrace
 
 __all__ = [
     "CompensationFailed",
@@ -36,6 +37,7 @@ __all__ = [
     "ExecutionResult",
     "ExecutionStarted",
     "ExecutionStatus",
+    "ExecutionTrace",
     "StepFailed",
     "StepResult",
     "StepRetrying",

@@ -4,6 +4,8 @@ Shared by steps and compensations. An attempt's timeout is ``min(call timeout, w
 the bounding deadline)``; it goes to the transport and is also enforced here, so a transport that
 ignores it still cannot hang the execution. A backoff sleep that would outlive the deadline is not
 started: the call fails with its last error (DEADLINE_EXCEEDED when the deadline itself passed).
+With tracing on (``Execution.trace``), each attempt sent is a client span
+(``maestro_gateway.engine.tracing``) whose context the downstream receives as ``traceparent``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from maestro_gateway.codes import Code
 from maestro_gateway.engine.context import Execution, Resume, StepState
 from maestro_gateway.engine.events import ErrorInfo
 from maestro_gateway.engine.paths import StepPath
+from maestro_gateway.engine.tracing import AttemptSpan
 from maestro_gateway.errors import CallError, CircuitOpenError, EvaluationError, ExecutionError
 from maestro_gateway.journal.base import IntentEntry, OutcomeEntry
 from maestro_gateway.model.types import Call, HttpMethod
@@ -25,6 +28,9 @@ from maestro_gateway.resilience.clock import Clock
 from maestro_gateway.resilience.deadline import Deadline, attempt_timeout
 from maestro_gateway.resilience.retry import retry_delay, should_retry
 from maestro_gateway.transports.base import CallInfo, Metadata, TransportFactory
+
+_CANCELLED = CallError(Code.CANCELLED, "attempt cancelled")
+"""How the span of an attempt cut short by a cancel ends."""
 
 
 class CallFailed(Exception):
@@ -171,13 +177,22 @@ class CallRunner:
                 if self.may_send is not None and not await self.may_send(info.execution_id):
                     raise asyncio.CancelledError  # handed over: another replica holds it now
             timeout = attempt_timeout(call.timeout, deadline)
+            span: AttemptSpan | None = None
+            sent_md: Metadata = md
+            sent_info = info
+            if execution.trace is not None:
+                span = execution.trace.attempt(
+                    execution.span_of(state), service, name, attempt, compensation
+                )
+                sent_md = span.headers(md)
+                sent_info = CallInfo(info.execution_id, step_id, compensation, span)
             try:
                 if breaker is not None:
                     breaker.acquire(bpolicy)
                 try:
                     async with asyncio.timeout(timeout):
                         return_value = await transport.call(
-                            name, request, timeout=timeout, metadata=md, info=info
+                            name, request, timeout=timeout, metadata=sent_md, info=sent_info
                         )
                 except TimeoutError as exc:
                     raise CallError(
@@ -186,6 +201,8 @@ class CallRunner:
                 except asyncio.CancelledError:
                     if breaker is not None:
                         breaker.release()
+                    if span is not None:
+                        span.end(_CANCELLED)
                     raise
                 except ExecutionError:
                     raise
@@ -196,11 +213,15 @@ class CallRunner:
                     ) from exc
             except ExecutionError as exc:
                 error = exc
+                if span is not None:
+                    span.end(exc)
                 if breaker is not None and not isinstance(exc, CircuitOpenError):
                     breaker.record_failure(exc.code, bpolicy)
                 if journal is not None:
                     journal.submit((self._outcome(info, attempt, error=error),))
             else:
+                if span is not None:
+                    span.end()
                 if breaker is not None:
                     breaker.record_success()
                 if journal is not None:

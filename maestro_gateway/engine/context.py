@@ -43,6 +43,7 @@ from maestro_gateway.engine.events import (
 from maestro_gateway.engine.journaling import event_entry
 from maestro_gateway.engine.paths import StepPath, step_path
 from maestro_gateway.engine.signals import SignalPort
+from maestro_gateway.engine.tracing import ExecutionTrace, Span
 from maestro_gateway.errors import ExecutionError
 from maestro_gateway.journal.base import Journal
 from maestro_gateway.model.types import CallStep, StatefulStep, Step, Workflow, walk
@@ -85,6 +86,7 @@ class StepState:
         "parent",
         "path",
         "resume",
+        "span",
         "started",
         "status",
         "step",
@@ -111,6 +113,9 @@ class StepState:
         self.duration = 0.0
         self.resume: Resume | None = None
         """Set on recovery for the step's (or its compensation's) interrupted call."""
+        self.span: Span | None = None
+        """With tracing on, the open span of the step while it runs, then of its compensation
+        while that runs."""
 
     def contained(self) -> bool:
         """Whether a failure here lets the execution go on (``continue_on_error`` on the step or
@@ -169,6 +174,7 @@ class Execution:
         "started_wall",
         "states",
         "steps_ctx",
+        "trace",
         "workflow",
     )
 
@@ -218,6 +224,8 @@ class Execution:
         """The ids of the signals its wait steps took: a signal satisfies one wait at most."""
         self.started_mono = clock.monotonic()
         self.started_wall = clock.wall()
+        self.trace: ExecutionTrace | None = None
+        """Its spans when tracing is on (``maestro_gateway.engine.tracing``), else None."""
 
     # -- state transitions -------------------------------------------------------------------
 
@@ -262,6 +270,37 @@ class Execution:
         """Mark ``state`` as running from now."""
         state.status = StepStatus.RUNNING
         state.started = self.clock.monotonic()
+        trace = self.trace
+        if trace is not None:
+            state.span = trace.step(self.enclosing_span(state), state.path)
+
+    def span_of(self, state: StepState) -> Span | None:
+        """The open span of ``state`` (tracing on), or None for the execution's own span.
+
+        A step that was running when the gateway stopped gets its span here, when the
+        resumed execution first needs it (it does not start running a second time).
+        """
+        span = state.span
+        if span is None and state.status is StepStatus.RUNNING and self.trace is not None:
+            span = state.span = self.trace.step(self.enclosing_span(state), state.path)
+        return span
+
+    def enclosing_span(self, state: StepState) -> Span | None:
+        """The span of the foreach, loop or workflow step running ``state``'s body, if any."""
+        parent = state.parent
+        while parent is not None:
+            if parent.status is StepStatus.RUNNING:
+                return self.span_of(parent)
+            parent = parent.parent
+        return None
+
+    @staticmethod
+    def end_span(state: StepState, error: ErrorInfo | None = None) -> None:
+        """End the open span of ``state`` (its step's or its compensation's), if it has one."""
+        span = state.span
+        if span is not None:
+            state.span = None
+            span.end(error)
 
     def step_succeeded(self, state: StepState, output: Any, *, emit: bool = True) -> None:
         """Record a success: the output enters the context under the step's output name.
@@ -271,6 +310,8 @@ class Execution:
         state.status = StepStatus.SUCCEEDED
         state.output = output
         state.duration = self.clock.monotonic() - state.started
+        if state.span is not None:
+            self.end_span(state)
         step = state.step
         if step.output is not None:
             state.ctx[step.output] = output
@@ -305,6 +346,8 @@ class Execution:
         state.status = status
         state.error = error
         state.duration = self.clock.monotonic() - state.started if state.started else 0.0
+        if state.span is not None:
+            self.end_span(state, error)
         if state.step.output is not None:
             state.ctx[state.step.output] = None
         self.publish(state)

@@ -40,6 +40,7 @@ from maestro_gateway.engine.kinds import DeadlinePassed, Scope, StepFailure, run
 from maestro_gateway.engine.recovery import Phase, restore
 from maestro_gateway.engine.saga import compensate
 from maestro_gateway.engine.signals import SignalPort
+from maestro_gateway.engine.tracing import ExecutionTrace
 from maestro_gateway.errors import EvaluationError
 from maestro_gateway.journal.base import ExecutionRecord, ExecutionState, Journal, StateEntry
 from maestro_gateway.model.stored import stored_source
@@ -175,6 +176,7 @@ class Engine:
         labels: Mapping[str, str] | None = None,
         on_event: EventSink | None = None,
         record: ExecutionRecord | None = None,
+        trace: ExecutionTrace | None = None,
     ) -> ExecutionResult:
         """Run ``workflow`` on ``input`` and return its result.
 
@@ -195,6 +197,7 @@ class Engine:
             record: the execution's record, already committed to the journal by the caller
                 (which then gives the id, deadlines, metadata and labels); when None and the
                 engine has a journal, the engine commits one first.
+            trace: the execution's spans when tracing is on (``maestro_gateway.engine.tracing``).
 
         Raises:
             ExecutionExists: the engine committed the record itself and the id was taken.
@@ -216,6 +219,7 @@ class Engine:
                 if existing is not None:
                     raise ExecutionExists(existing)
         execution = self._execution(workflow, record, on_event)
+        execution.trace = trace
         execution.emit_started(record.labels)
         try:
             return await self._drive(execution, record, Phase.RUN)
@@ -230,6 +234,7 @@ class Engine:
         *,
         reason: str,
         on_event: EventSink | None = None,
+        trace: ExecutionTrace | None = None,
     ) -> ExecutionResult:
         """Continue an unfinished execution from its journaled ``events`` (DESIGN §10).
 
@@ -245,9 +250,12 @@ class Engine:
             events: its journaled events, in order.
             reason: the text of the ``recovered`` event.
             on_event: as for :meth:`execute`.
+            trace: as for :meth:`execute`; spans open from here on (the run before the restart
+                had its own).
         """
         execution = self._execution(workflow, record, on_event)
         phase = restore(execution, events, self.clock.wall())
+        execution.trace = trace
         if not events:
             execution.emit_started(record.labels)  # stopped right after its record was committed
         execution.emit_recovered(reason)

@@ -172,6 +172,7 @@ async def run_call(scope: Scope, step: CallStep) -> None:
     resume = state.resume
     if resume is not None:
         state.resume = None
+        execution.span_of(state)  # resumed mid-call: with tracing on, its span opens here
     elif status is not StepStatus.PENDING:
         _ended(state, step)
         return

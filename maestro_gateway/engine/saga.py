@@ -70,6 +70,9 @@ async def compensate(
         resume, state.resume = state.resume, None
         ctx = state.ctx
         ctx["error"] = error_value
+        trace = execution.trace
+        if trace is not None:
+            state.span = trace.compensation(execution.enclosing_span(state), state.path)
         try:
             await runner.run(
                 execution,
@@ -84,8 +87,10 @@ async def compensate(
             all_ok = False
             state.status = StepStatus.COMPENSATION_FAILED
             state.compensation_error = failed.error
+            execution.end_span(state, failed.error)
             execution.emit_compensation_failed(state, failed.error)
         else:
+            execution.end_span(state)
             state.status = StepStatus.COMPENSATED
             execution.emit_compensation_succeeded(state, clock.monotonic() - started)
         ctx["steps"][state.step.id]["status"] = state.status.value

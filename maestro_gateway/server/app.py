@@ -41,6 +41,7 @@ from maestro_gateway.transports.base import TransportFactory
 
 if TYPE_CHECKING:
     from maestro_gateway.server.metrics import GatewayMetrics
+    from maestro_gateway.server.otel import Tracing
 
 log = logging.getLogger("maestro_gateway.server")
 
@@ -122,6 +123,8 @@ class GatewayServer:
         on_close: awaited during shutdown, before the journal closes (closes the transports).
         retention: seconds finished executions are kept in the journal.
         metrics: the metrics to feed (the admin port's ``/metrics``), or None for none.
+        tracing: the executions' spans (``maestro_gateway.server.otel``), or None; shut down
+            (what is queued exported) last in :meth:`shutdown`.
     """
 
     def __init__(
@@ -134,8 +137,10 @@ class GatewayServer:
         on_close: Callable[[], Awaitable[None]] | None = None,
         retention: float = DEFAULT_RETENTION,
         metrics: GatewayMetrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.service = service
+        self.tracing = tracing
         self.host = host
         self.port = port
         self.retention = retention
@@ -279,6 +284,9 @@ class GatewayServer:
         if self._on_close is not None:
             await self._on_close()
         await self.journal.close()
+        if self.tracing is not None:
+            # Exporting what is queued waits on the exporter (bounded by its timeout): off the loop.
+            await asyncio.to_thread(self.tracing.shutdown)
         log.info(logfmt("stopped"))
 
 
@@ -302,6 +310,7 @@ def create_gateway(
     engine_options: dict[str, Any] | None = None,
     limits: RequestLimits | None = None,
     metrics: GatewayMetrics | None = None,
+    tracing: Tracing | None = None,
 ) -> tuple[GatewayServer, Sequence[Diagnostic]]:
     """Build a gateway serving the workflows of ``directory`` with the real engine.
 
@@ -320,6 +329,8 @@ def create_gateway(
         limits: bounds on requests (default ``RequestLimits()``); YAML bounds are process-wide
             (``maestro_gateway.model.yamlnodes.set_default_limits``).
         metrics: the metrics to feed (``maestro_gateway.server.metrics``), or None.
+        tracing: makes the executions' spans (``maestro_gateway.server.otel``), or None; shut
+            down with the server.
 
     Returns:
         The server (not started yet) and the problems of the files that were not loaded.
@@ -349,6 +360,7 @@ def create_gateway(
         limits=limits,
     )
     engine.signals = service.signals  # wait and emit steps (DESIGN §13)
+    service.runs.tracing = tracing
     server = GatewayServer(
         service,
         host=host,
@@ -357,5 +369,6 @@ def create_gateway(
         on_close=on_close,
         retention=retention,
         metrics=metrics,
+        tracing=tracing,
     )
     return server, problems

@@ -12,6 +12,8 @@ messages) carry their formatted message as ``message``; a traceback goes in ``ex
 whose key is one of those the formatter writes itself gets a leading underscore (``_message``).
 Both formats are redacted (``maestro_gateway.redaction``): every string that goes into a JSON
 line, the traceback included, has the environment values workflows read replaced by ``***``.
+When tracing is on (:func:`set_trace_ids`) and a span is current, a JSON line also carries
+``trace_id`` (32 hex digits) and ``span_id`` (16); text lines are unchanged.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 from maestro_gateway.redaction import redact
@@ -53,8 +56,22 @@ def logfmt(event: str, **fields: object) -> str:
     return line
 
 
-RESERVED = frozenset({"time", "level", "logger", "message", "exception", "stack"})
+RESERVED = frozenset(
+    {"time", "level", "logger", "message", "exception", "stack", "trace_id", "span_id"}
+)
 """The keys :class:`JsonFormatter` writes itself."""
+
+
+TraceIds = Callable[[], tuple[str, str] | None]
+"""Returns the (trace id, span id) of the current span in hex, or None when there is none."""
+
+_trace_ids: TraceIds | None = None
+
+
+def set_trace_ids(source: TraceIds | None) -> None:
+    """Where JSON lines take ``trace_id`` and ``span_id`` from (None: they carry none)."""
+    global _trace_ids
+    _trace_ids = source
 
 
 def _json_value(value: object) -> Any:
@@ -90,4 +107,8 @@ class JsonFormatter(logging.Formatter):
             out["exception"] = redact(record.exc_text)
         if record.stack_info:
             out["stack"] = redact(self.formatStack(record.stack_info))
+        if _trace_ids is not None:
+            ids = _trace_ids()
+            if ids is not None:
+                out["trace_id"], out["span_id"] = ids
         return json.dumps(out)

@@ -46,7 +46,7 @@ import time
 import uuid
 from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from maestro_gateway.engine import Engine, Event, EventSink, ExecutionFinished, ExecutionResult
 from maestro_gateway.engine.journaling import event_from_entry
@@ -55,6 +55,9 @@ from maestro_gateway.journal.base import ExecutionRecord, Journal, JournalError
 from maestro_gateway.model.stored import load_stored
 from maestro_gateway.model.types import Workflow
 from maestro_gateway.server.logfmt import logfmt
+
+if TYPE_CHECKING:
+    from maestro_gateway.server.otel import ExecutionSpan, Tracing
 
 log = logging.getLogger("maestro_gateway.server")
 
@@ -147,6 +150,8 @@ class Runs:
         """Executions stopped here because another replica holds them now (DESIGN §11)."""
         self.observer: RunObserver | None = None
         """Sees every execution started or resumed from now on, and its events."""
+        self.tracing: Tracing | None = None
+        """Makes the spans of every execution started or resumed from now on (DESIGN §14)."""
         self.replicas = journal.replicas
         self._renewed = asyncio.Event()
         self._chores: list[asyncio.Task[None]] = []
@@ -169,14 +174,28 @@ class Runs:
         return run.task if run is not None else None
 
     def start(
-        self, workflow: Workflow, record: ExecutionRecord, on_event: EventSink | None
+        self,
+        workflow: Workflow,
+        record: ExecutionRecord,
+        on_event: EventSink | None,
+        *,
+        rpc: str | None = None,
     ) -> asyncio.Task[ExecutionResult]:
-        """Run the execution of ``record`` (already committed) in a task of its own."""
+        """Run the execution of ``record`` (already committed) in a task of its own.
+
+        ``rpc`` names the method that asked for it (``Execute``, ``Run``, ``Start``; None for a
+        signal's trigger): the name of its span when tracing.
+        """
         run = _Run(record, self._held_from(time.monotonic()))
+        trace = None if self.tracing is None else self.tracing.execution(record, rpc=rpc)
         coro = self.engine.execute(
-            workflow, record.input, record=record, on_event=self._sink(run, on_event, workflow)
+            workflow,
+            record.input,
+            record=record,
+            on_event=self._sink(run, on_event, workflow),
+            trace=trace,
         )
-        return self._own(run, coro)
+        return self._own(run, coro, trace)
 
     async def recover(self) -> int:
         """Resume every unfinished execution of the journal; return how many were resumed.
@@ -247,10 +266,16 @@ class Runs:
             events = [event_from_entry(e) for e in await self.journal.events(execution_id)]
             self.lost.discard(execution_id)
             run = _Run(record, self._held_from(asked))
+            trace = None if self.tracing is None else self.tracing.execution(record, resumed=True)
             coro = self.engine.resume(
-                workflow, record, events, reason=reason, on_event=self._sink(run, None, workflow)
+                workflow,
+                record,
+                events,
+                reason=reason,
+                on_event=self._sink(run, None, workflow),
+                trace=trace,
             )
-            self._own(run, coro)
+            self._own(run, coro, trace)
             resumed += 1
             log.info(
                 logfmt(
@@ -283,9 +308,12 @@ class Runs:
 
         return keep
 
-    def _own(self, run: _Run, coro: Running) -> asyncio.Task[ExecutionResult]:
+    def _own(
+        self, run: _Run, coro: Running, trace: ExecutionSpan | None = None
+    ) -> asyncio.Task[ExecutionResult]:
         execution_id = run.execution_id
-        task = asyncio.get_running_loop().create_task(self._logged(run, coro))
+        body = self._logged(run, coro) if trace is None else self._traced(run, coro, trace)
+        task = asyncio.get_running_loop().create_task(body)
         run.task = task
         self._runs[execution_id] = run
 
@@ -300,6 +328,28 @@ class Runs:
         task.add_done_callback(forget)
         return task
 
+    async def _traced(self, run: _Run, coro: Running, trace: ExecutionSpan) -> ExecutionResult:
+        """:meth:`_logged` with the execution's span current, then ended with its outcome."""
+        with trace.current():
+            try:
+                result = await self._logged(run, coro)
+            except asyncio.CancelledError:
+                trace.finish(run.finished[0] if run.finished else None, self._stopped_as(run))
+                raise
+            except Exception:
+                trace.finish(None, "CRASHED")
+                raise
+            trace.finish(result)
+            return result
+
+    def _stopped_as(self, run: _Run) -> str:
+        """How an execution cancelled before its end stopped here."""
+        if run.lost:
+            return "LEASE_LOST"
+        if run.execution_id in self.handed_over:
+            return "HANDED_OVER"
+        return "CANCELLED"
+
     async def _logged(self, run: _Run, coro: Running) -> ExecutionResult:
         record = run.record
         started = time.monotonic()
@@ -309,12 +359,7 @@ class Runs:
             if run.finished:  # cancelled by its caller, and compensated
                 log_result(run.finished[0])
                 raise
-            if run.lost:
-                status = "LEASE_LOST"
-            elif record.execution_id in self.handed_over:
-                status = "HANDED_OVER"
-            else:
-                status = "CANCELLED"
+            status = self._stopped_as(run)
             log.info(
                 logfmt(
                     "execution",

@@ -94,7 +94,12 @@ SourceValidator = Callable[[str], list[Diagnostic]]
 
 
 def forwarded_metadata(metadata: Sequence[tuple[str, Any]] | None) -> tuple[tuple[str, str], ...]:
-    """Return the trace and request headers of a call, in order, to forward downstream."""
+    """Return the trace and request headers of a call, in order, to forward downstream.
+
+    They are kept in the execution's record. With tracing on, its ``traceparent`` and
+    ``tracestate`` parent the execution's span, and each call sends its own attempt span's
+    instead (``maestro_gateway.server.otel``).
+    """
     out: list[tuple[str, str]] = []
     for key, value in metadata or ():
         name = key.lower()
@@ -181,7 +186,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         """Run a workflow, streaming one message per event, ``finished`` last."""
         # Bounded: a client that reads slowly gets what overflowed from the journal (issue 14).
         events = EventFeed(self.journal, limit=self.stream_buffer)
-        record, task = await self._admit(request, context, events.put)
+        record, task = await self._admit(request, context, events.put, method="Execute")
         events.execution_id = record.execution_id
         if task is None:
             finished = await self._follow(record.execution_id, 0, context)
@@ -216,7 +221,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext
     ) -> pb.ExecutionResult:
         """Run a workflow and return its result, or fail with the execution's error."""
-        record, task = await self._admit(request, context, None)
+        record, task = await self._admit(request, context, None, method="Run")
         if task is None:
             result = await self._result_of(record.execution_id)
             if result is None:
@@ -250,7 +255,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext
     ) -> pb.Execution:
         """Start a workflow and return at once, once its record is durable."""
-        record, _ = await self._admit(request, context, None, detached=True)
+        record, _ = await self._admit(request, context, None, method="Start", detached=True)
         current = await self.journal.get(record.execution_id)
         return execution_to_proto(current or record)
 
@@ -496,9 +501,12 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         context: grpc.aio.ServicerContext,
         on_event: EventSink | None,
         *,
+        method: str,
         detached: bool = False,
     ) -> tuple[ExecutionRecord, asyncio.Task[ExecutionResult] | None]:
         """Check the request, then start its execution or find the one it attaches to.
+
+        ``method`` is the RPC asking (``Execute``, ``Run``, ``Start``), for the execution's span.
 
         Returns the execution's record and its task, or None for the task when the call
         attaches to an execution that already exists. Aborts the RPC when it is refused.
@@ -578,10 +586,12 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         except asyncio.CancelledError:
             # The caller left while the record waited for the journal (a full disk): once
             # committed, it runs without a caller, bounded by its deadlines, as recovery would.
-            creating.add_done_callback(functools.partial(self._start_late, workflow, record))
+            creating.add_done_callback(
+                functools.partial(self._start_late, workflow, record, method)
+            )
             raise
         if existing is None:
-            return record, self.runs.start(workflow, record, on_event)
+            return record, self.runs.start(workflow, record, on_event, rpc=method)
         if not existing.same_request(name, value):
             await rpc.abort(
                 context,
@@ -599,13 +609,14 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         self,
         workflow: Workflow,
         record: ExecutionRecord,
+        method: str,
         creating: asyncio.Future[ExecutionRecord | None],
     ) -> None:
         """Run the execution of a record committed after its caller had gone."""
         if creating.cancelled() or creating.exception() is not None:
             return  # never committed: the journal closed first
         if creating.result() is None:
-            self.runs.start(workflow, record, None)
+            self.runs.start(workflow, record, None, rpc=method)
 
     async def _lookup(
         self, execution_id: str, context: grpc.aio.ServicerContext

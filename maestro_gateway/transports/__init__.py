@@ -10,7 +10,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from maestro_gateway.transports.base import CallInfo, Metadata, Transport, TransportFactory
+from maestro_gateway.transports.base import (
+    CallInfo,
+    CallTrace,
+    Metadata,
+    Transport,
+    TransportFactory,
+)
 from maestro_gateway.transports.factory import Transports, transport_key
 
 if TYPE_CHECKING:
@@ -19,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CallInfo",
+    "CallTrace",
     "GrpcTransport",
     "HttpTransport",
     "Metadata",

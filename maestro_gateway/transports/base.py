@@ -4,7 +4,8 @@ A transport calls one method of one downstream service with a plain request valu
 str, int, float, bool, None) and returns a plain response value, or raises ``CallError`` carrying
 a gRPC code. Foreign exceptions (grpc, httpx, aiohttp) never cross this boundary. The engine
 also says which execution and step a call belongs to (``CallInfo``), for the protocols that carry
-it (Maestro.go's envelope); every other transport ignores it.
+it (Maestro.go's envelope); every other transport ignores it. When tracing is on, ``CallInfo``
+also carries the attempt's span (``CallTrace``), for the transport to add what only it knows.
 """
 
 from __future__ import annotations
@@ -19,6 +20,22 @@ Metadata = Sequence[tuple[str, str]]
 """Request metadata/headers as (lower-case key, value) pairs, in order."""
 
 
+class CallTrace(Protocol):
+    """The span of one attempt, as a transport sees it: what it may add (DESIGN §14)."""
+
+    def grpc_method(self, service: str, method: str) -> None:
+        """The gRPC method called (``rpc.service``, ``rpc.method``), once resolved."""
+        ...
+
+    def http_request(self, url: str) -> None:
+        """The URL of the HTTP request, without its query string (``url.full``)."""
+        ...
+
+    def http_status(self, status: int) -> None:
+        """The HTTP status of the response (``http.response.status_code``)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class CallInfo:
     """What a call belongs to, as the engine knows it.
@@ -27,11 +44,13 @@ class CallInfo:
         execution_id: the execution's id.
         step_id: the step called, or the step being undone for a compensation.
         compensation: true when the call undoes ``step_id``.
+        trace: the attempt's span when tracing is on, else None.
     """
 
     execution_id: str
     step_id: str
     compensation: bool = False
+    trace: CallTrace | None = None
 
 
 class Transport(Protocol):

@@ -272,6 +272,10 @@ class HttpTransport:
         """
         verb, path = _split_method(method)
         url = self._url(path)
+        trace = info.trace if info is not None else None
+        if trace is not None:
+            # A query string (or credentials in the endpoint) may carry secrets: never in a span.
+            trace.http_request(str(url.copy_with(query=None, fragment=None, userinfo=b"")))
         headers = _headers(metadata)
         params: httpx.QueryParams | None = None
         content: bytes | None = None
@@ -308,6 +312,8 @@ class HttpTransport:
             raise CallError(Code.DEADLINE_EXCEEDED, f"{where}: no response{within}") from exc
         except (httpx.HTTPError, aiohttp.ClientError, OSError) as exc:
             raise _transport_error(where, exc, self.service.name) from exc
+        if trace is not None:
+            trace.http_status(response.status_code)
         if 200 <= response.status_code < 300:
             return decode_body(response, body)
         raise _status_error(where, response, body)

@@ -240,6 +240,8 @@ class GrpcTransport:
         if isinstance(resolved, str):
             return await self._call_envelope(method, request, timeout, started, sent_metadata, info)
         what = resolved.path[1:]
+        if info is not None and info.trace is not None:
+            info.trace.grpc_method(*what.split("/", 1))
         if resolved.kind.startswith("stream"):
             if not isinstance(request, list):
                 raise CallError(
@@ -292,6 +294,8 @@ class GrpcTransport:
             )
         target = self._compensate if info is not None and info.compensation else self._execute
         what = f"{target.path[1:]} ({method})"
+        if info is not None and info.trace is not None:
+            info.trace.grpc_method(*target.path[1:].split("/", 1))
         message, sent = envelope.build_request(method, request, metadata, info)
         remaining = _remaining(timeout, started, asyncio.get_running_loop().time(), what)
         multi = self._callable(target)
