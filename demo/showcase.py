@@ -85,7 +85,7 @@ from demo.showcase_view import (
 
 DEFAULT_GATEWAY_PORT = 50050
 DEFAULT_ADMIN_PORT = 9464
-"""The gateway's admin port (/metrics /healthz /readyz)."""
+"""The gateway's admin port (/metrics /healthz /readyz, and the live view at /)."""
 CALL_TIMEOUT = 60.0
 EXIT_OK, EXIT_UNEXPECTED, EXIT_START = 0, 1, 2
 
@@ -553,6 +553,7 @@ def print_try_it(gateway: GatewayProcess, keep: bool) -> None:
     say(f"  .venv/bin/grpcurl -plaintext {address} describe maestro.v1.Gateway")
     admin = gateway.admin_url if keep else f"http://127.0.0.1:{DEFAULT_ADMIN_PORT}"
     say(f"  curl -s {admin}/metrics | grep ^maestro_executions   # README: Operations")
+    say(f"  open {admin}/ in a browser: the live view of every execution (README: Live view)")
     say("  docs/calling.md has more, and a Node.js client.")
 
 
@@ -591,6 +592,7 @@ async def showcase(args: argparse.Namespace, stop: asyncio.Event, keeping: async
                     f"(maestro serve --workflows {workflows}, {gateway.workflows} workflows)"
                 )
                 say(f"  {'admin':<10} {gateway.admin_url}   (/metrics /healthz /readyz)")
+                say(f"  {'live view':<10} {gateway.admin_url}/   (open it in a browser)")
                 say()
                 problems = await scenarios(gateway, demo)
                 say()

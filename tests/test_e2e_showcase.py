@@ -57,4 +57,5 @@ async def test_showcase_runs_the_eight_scenes_and_exits_0() -> None:
     assert "          └─ signal order.shipped fulfil:A-2001.shipped" in out
     assert "maestro.v1.Gateway/Execute" in out
     assert re.search(r"admin +http://127\.0\.0\.1:\d+ +\(/metrics /healthz /readyz\)", out)
+    assert re.search(r"live view +http://127\.0\.0\.1:\d+/ +\(open it in a browser\)", out)
     assert out.rstrip().endswith("demo: every run behaved as expected")

@@ -75,16 +75,17 @@ def scrape(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 
 async def test_serve_with_json_logs_and_the_admin_port(tmp_path: Path, echo: Echo) -> None:
-    """The admin URL is printed before the ready line; /metrics counts the failed run; every
-    stderr line is one JSON object with time, level, logger and message, the logfmt fields as
-    fields, and no secret (httpx's debug line shows ***)."""
+    """The admin and live view URLs are printed before the ready line; /metrics counts the
+    failed run; with --view-payloads false the view's API has no input; every stderr line is
+    one JSON object with time, level, logger and message, the logfmt fields as fields, and no
+    secret (httpx's debug line shows ***)."""
     directory = tmp_path / "workflows"
     directory.mkdir()
     (directory / "echo.yaml").write_text(workflow(echo.server_address[1]))
     process = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "maestro_gateway", "serve", "--workflows", str(directory)),
         *("--port", "0", "--journal", "none", "--log-level", "debug"),
-        *("--log-format", "json", "--admin-port", "0"),
+        *("--log-format", "json", "--admin-port", "0", "--view-payloads", "false"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=environment(MAESTRO_TEST_TOKEN=SECRET),
@@ -98,6 +99,8 @@ async def test_serve_with_json_logs_and_the_admin_port(tmp_path: Path, echo: Ech
         admin = ADMIN.fullmatch(first)
         assert admin, first
         url = admin.group(1)
+        view = (await asyncio.wait_for(process.stdout.readline(), 30)).decode().strip()
+        assert view == f"maestro-gateway live view on {url}/"
         second = (await asyncio.wait_for(process.stdout.readline(), 30)).decode().strip()
         ready = READY.fullmatch(second)
         assert ready, second
@@ -113,6 +116,17 @@ async def test_serve_with_json_logs_and_the_admin_port(tmp_path: Path, echo: Ech
             async with http.get(url + "/metrics") as response:
                 assert response.status == 200
                 metrics = scrape(await response.text())
+            async with http.get(url + "/") as response:
+                assert response.status == 200
+                assert response.content_type == "text/html"
+            async with http.get(url + "/api/executions") as response:
+                listed = await response.json()
+        # --view-payloads false: the live view's API leaves the input and outputs out.
+        assert listed["view_payloads"] is False
+        [execution] = listed["executions"]
+        assert execution["workflow"] == "echo"
+        assert "input" not in execution
+        assert "output" not in execution["result"]
         assert listening_ports(process.pid) == {int(ready.group(1)), int(admin.group(2))}
     finally:
         if process.returncode is None:

@@ -1,9 +1,10 @@
-"""The admin HTTP port (DESIGN §14): ``/metrics``, ``/healthz`` and ``/readyz``.
+"""The admin HTTP port (DESIGN §14): ``/metrics``, ``/healthz``, ``/readyz`` and the live view.
 
 Served by aiohttp's web server in the gateway's own event loop, on ``--admin-host`` (default
 127.0.0.1) and ``--admin-port``; off unless the port is given. Every other path is 404, every
 other method on these paths 405, and nothing is logged per request (a scraper every few seconds
-would drown the log). The live view (``/``) is not built yet: ``/`` is 404 too.
+would drown the log). A request whose client disconnects is cancelled at once (aiohttp's
+``handler_cancellation``), so an abandoned event stream leaves nothing waiting.
 
 - ``/metrics``: the gateway's registry in the Prometheus text format (OpenMetrics when the
   scraper asks for it, gzip when it accepts it).
@@ -11,6 +12,7 @@ would drown the log). The live view (``/``) is not built yet: ``/`` is 404 too.
 - ``/readyz``: 200 once recovery is done and the gRPC port serves, while the journal can be
   written and the gateway is not draining; 503 otherwise. The body has one ``check: state``
   line per condition, so a person can see which one fails.
+- ``/`` with ``/static/…`` and ``/api/…``: the live view (:mod:`maestro_gateway.admin.view`).
 
 Start it before the gateway (``/healthz`` answers during a long recovery, ``/readyz`` says
 it is not ready yet) and close it after the gateway's shutdown.
@@ -24,6 +26,7 @@ from types import TracebackType
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from maestro_gateway.admin.view import MAX_STREAMS, LiveView
 from maestro_gateway.server.app import GatewayServer
 from maestro_gateway.server.logfmt import logfmt
 from maestro_gateway.server.metrics import GatewayMetrics
@@ -31,7 +34,7 @@ from maestro_gateway.server.metrics import GatewayMetrics
 log = logging.getLogger("maestro_gateway.admin")
 
 PATHS = ("/metrics", "/healthz", "/readyz")
-"""Everything the admin port serves."""
+"""The probes the admin port serves (besides the live view at ``/``)."""
 SHUTDOWN_TIMEOUT = 2.0
 """Seconds ``close`` gives requests in progress."""
 
@@ -55,6 +58,8 @@ class AdminServer:
         metrics: what ``/metrics`` serves (the gateway's :class:`GatewayMetrics`).
         host: the address to bind (default loopback only).
         port: the port to bind; 0 picks a free one (see :attr:`port` after ``start``).
+        view_payloads: whether the live view shows inputs and outputs (``--view-payloads``).
+        max_streams: the live view's event streams allowed open at once.
     """
 
     def __init__(
@@ -64,11 +69,14 @@ class AdminServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        view_payloads: bool = True,
+        max_streams: int = MAX_STREAMS,
     ) -> None:
         self.gateway = gateway
         self.metrics = metrics
         self.host = host
         self.port = port
+        self.view = LiveView(gateway, view_payloads=view_payloads, max_streams=max_streams)
         self._runner: web.AppRunner | None = None
 
     @property
@@ -78,11 +86,12 @@ class AdminServer:
         return f"http://{host}:{self.port}"
 
     def application(self) -> web.Application:
-        """The aiohttp application: the routes of :data:`PATHS`, nothing else."""
+        """The aiohttp application: the routes of :data:`PATHS` and the live view, nothing else."""
         app = web.Application()
         app.router.add_get("/metrics", make_aiohttp_handler(self.metrics.registry))
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        self.view.add_routes(app)
         return app
 
     async def start(self) -> int:
@@ -92,7 +101,10 @@ class AdminServer:
             OSError: the address cannot be bound (in use, not local).
         """
         runner = web.AppRunner(
-            self.application(), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
+            self.application(),
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+            handler_cancellation=True,
         )
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)

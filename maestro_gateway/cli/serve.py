@@ -19,8 +19,10 @@ executions they run (``--lease``) and take over each other's when one stops (DES
 printed on stdout before the ready line::
 
     maestro-gateway admin on http://127.0.0.1:9464 (/metrics /healthz /readyz)
+    maestro-gateway live view on http://127.0.0.1:9464/
 
-Metrics are only collected when the admin port is on.
+The live view shows inputs and outputs unless ``--view-payloads false``. Metrics are only
+collected when the admin port is on.
 
 SIGTERM (or SIGINT) drains gracefully and exits 0; SIGHUP reloads the directory all or nothing.
 Logs go to stderr, one ``key=value`` line per event (``--log-format json``: one JSON object per
@@ -177,6 +179,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="address of the admin port (default 127.0.0.1)",
     )
     parser.add_argument(
+        "--view-payloads",
+        default="true",
+        choices=["true", "false"],
+        help="the live view (/ on the admin port) shows inputs and outputs (default true; "
+        "false leaves them out of its API too)",
+    )
+    parser.add_argument(
         "--log-format",
         default="text",
         choices=["text", "json"],
@@ -283,7 +292,13 @@ async def _serve(args: argparse.Namespace) -> int:
     if metrics is not None:
         from maestro_gateway.admin import PATHS, AdminServer
 
-        admin = AdminServer(server, metrics, host=args.admin_host, port=args.admin_port)
+        admin = AdminServer(
+            server,
+            metrics,
+            host=args.admin_host,
+            port=args.admin_port,
+            view_payloads=args.view_payloads == "true",
+        )
         try:
             await admin.start()
         except OSError as exc:
@@ -291,6 +306,7 @@ async def _serve(args: argparse.Namespace) -> int:
             await server.shutdown(0)
             return RUNTIME_ERROR
         print(f"maestro-gateway admin on {admin.url} ({' '.join(PATHS)})", flush=True)
+        print(f"maestro-gateway live view on {admin.url}/", flush=True)
     try:
         await server.start()
     except (OSError, RuntimeError) as exc:
