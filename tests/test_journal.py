@@ -619,3 +619,26 @@ def test_the_encoder_falls_back_to_json_for_what_orjson_refuses() -> None:
     assert loads('{"x":NaN}')["x"] != loads('{"x":NaN}')["x"]
     with pytest.raises(TypeError):
         dumps({"x": object()})
+
+
+async def test_journal_none_keeps_the_newest_finished_executions_and_signals() -> None:
+    """A bounded memory journal forgets the oldest finished executions and dispatched signals
+    first; running executions and undispatched signals always stay."""
+    journal = MemoryJournal(keep_finished=3)
+    await journal.create(record("running"))
+    for n in range(5):
+        await journal.create(record(f"ex-{n}"))
+        journal.submit((finish(f"ex-{n}"),))
+    assert [n for n in range(5) if await journal.get(f"ex-{n}") is not None] == [2, 3, 4]
+    assert await journal.get("running") is not None
+    journal.submit((finish("ex-4"),))  # a second final state counts once
+    assert await journal.get("ex-2") is not None
+
+    await journal.add_signal(received("waiting"))
+    for n in range(4):
+        await journal.add_signal(received(f"sig-{n}"))
+        await journal.note_signal(f"sig-{n}", dispatched=True)
+    kept = [s.signal_id for s in (await journal.list_signals(page_size=10)).signals]
+    assert sorted(kept) == ["sig-2", "sig-3", "waiting"]
+    with pytest.raises(ValueError, match="keep_finished"):
+        MemoryJournal(keep_finished=0)

@@ -13,6 +13,8 @@ _URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 DEFAULT_CONNECT_TIMEOUT = 30.0
+MEMORY_KEEP = 10_000
+"""Finished executions, and signals, ``--journal none`` keeps at most (the newest)."""
 
 
 def open_journal(
@@ -36,7 +38,7 @@ def open_journal(
     if sync not in ("normal", "full"):
         raise JournalError(f"journal sync must be 'normal' or 'full', not {sync!r}")
     if text.lower() == "none":
-        return MemoryJournal()
+        return MemoryJournal(keep_finished=MEMORY_KEEP)
     scheme = _URL_SCHEME.match(text)
     if scheme is not None and scheme.group(1).lower() in ("postgresql", "postgres"):
         from maestro_gateway.journal.postgres import PostgresJournal

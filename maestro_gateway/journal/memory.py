@@ -8,6 +8,7 @@ PostgreSQL journals are held to by the shared test suite.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import json
 import time
@@ -88,8 +89,22 @@ class MemoryJournal:
     replicas = None
     """One process holds it: nothing can take an execution away (no fencing, no lease loops)."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_finished: int | None = None) -> None:
+        """
+        Args:
+            keep_finished: how many finished executions, and how many signals, are kept at
+                most (the oldest go first, retention or not; running executions always stay);
+                None keeps them all until retention deletes them. ``--journal none`` bounds
+                them (``MEMORY_KEEP``), so a gateway without a journal runs in flat memory.
+
+        Raises:
+            ValueError: ``keep_finished`` is below 1.
+        """
+        if keep_finished is not None and keep_finished < 1:
+            raise ValueError("keep_finished must be at least 1")
+        self._keep = keep_finished
         self._executions: dict[str, _Stored] = {}
+        self._finished: collections.deque[str] = collections.deque()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._signals: dict[str, tuple[SignalRecord, str]] = {}
         self._last_signal = 0  # never reused, even once retention has deleted every signal
@@ -141,6 +156,8 @@ class MemoryJournal:
                     )
             case StateEntry():
                 finished = entry.state.finished
+                if finished and not stored.record.state.finished and self._keep is not None:
+                    self._forget_beyond(self._keep, entry.execution_id)
                 stored.record = dataclasses.replace(
                     stored.record,
                     state=entry.state,
@@ -149,6 +166,15 @@ class MemoryJournal:
                     owner="" if finished else stored.record.owner,
                     lease_until=0.0 if finished else stored.record.lease_until,
                 )
+
+    def _forget_beyond(self, keep: int, finishing: str) -> None:
+        """Note that ``finishing`` finished; delete the oldest finished beyond ``keep``."""
+        self._finished.append(finishing)
+        while len(self._finished) > keep:
+            oldest = self._finished.popleft()
+            stored = self._executions.get(oldest)
+            if stored is not None and stored.record.state.finished:
+                del self._executions[oldest]
 
     async def get(self, execution_id: str) -> ExecutionRecord | None:
         stored = self._executions.get(execution_id)
@@ -248,6 +274,12 @@ class MemoryJournal:
         self._last_signal += 1
         kept = dataclasses.replace(as_stored(signal, self._last_signal), params={})
         self._signals[signal.signal_id] = (kept, params)
+        if self._keep is not None and len(self._signals) > self._keep:
+            # The oldest dispatched one goes (a dict keeps the order they were received in).
+            for signal_id, (stored, _) in self._signals.items():
+                if stored.dispatched:
+                    del self._signals[signal_id]
+                    break
         return None
 
     async def get_signal(self, signal_id: str) -> SignalRecord | None:
