@@ -15,7 +15,9 @@ the scale figures (``bench/memory.py``, ``bench/engine_cpu.py``, ``bench/foreach
 ``bench/signals.py``, ``bench/recovery.py``, ``bench/metrics_cost.py``,
 ``bench/tracing_cost.py``, ``bench/replicas.py``:
 one and two replicas on PostgreSQL against one gateway on SQLite; ``bench/saturation.py``: the
-health check's latency while the gateway is saturated), and writes everything to
+health check's latency while the gateway is saturated; ``bench/soak.py``: 10,000 executions at
+256 in flight with injected faults, checked against what the services received), and writes
+everything to
 ``bench/results/latest.json``.
 """
 
@@ -313,6 +315,7 @@ def run_scale(args: argparse.Namespace) -> dict[str, Any]:
         ("tracing_cost", []),
         ("replicas", []),
         ("saturation", []),
+        ("soak", []),
     )
     for name, extra in scale:
         print(f"\n== {name} ==", flush=True)
