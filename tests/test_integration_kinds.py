@@ -171,10 +171,10 @@ async def test_a_failing_line_undoes_the_lines_reserved(
     demo: DemoServices, engine: Engine, order_lines: Workflow
 ) -> None:
     """A line inventory cannot serve fails the order; the other lines are released, newest first."""
-    # The first two lines pass at once; the third arrives after one of them and fails 300 ms
-    # later, when both are done.
+    # The first two lines pass at once; the third arrives after one of them and fails 1.5 s
+    # later, when both are done (300 ms was not always enough on a loaded machine).
     await demo.inventory.control.add_fault(method="Reserve", times=2)
-    await demo.inventory.control.add_fault(method="Reserve", delay_ms=300, times=1)
+    await demo.inventory.control.add_fault(method="Reserve", delay_ms=1500, times=1)
     lines = [*LINES[:2], {"sku": "sku-3", "qty": 9}]
     result, events = await run(engine, order_lines, order(lines=lines))
     assert result.status is ExecutionStatus.COMPENSATED
