@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import datetime
 import random
 import time
@@ -21,6 +22,7 @@ import pytest
 
 from maestro_gateway.journal import (
     BadPageToken,
+    CreateEntry,
     EventEntry,
     ExecutionFilter,
     ExecutionRecord,
@@ -185,6 +187,22 @@ class JournalSuite:
         assert results == [None, None, None, None, None, first, first]
         for created in [first, *others]:
             assert await journal.get(created.execution_id) == created
+
+    async def test_a_create_entry_commits_with_what_follows_it(self, journal: Journal) -> None:
+        """A record submitted as an entry is committed no later than the entries after it,
+        which are about it, and reads back as ``create`` would have written it."""
+        first, second = record("gen-1", labels={"team": "pay"}), record("gen-2", started_at=7.0)
+        journal.submit([CreateEntry(first), event("gen-1", 1)])
+        journal.submit([CreateEntry(second)])
+        journal.submit([IntentEntry("gen-2", "reserve", False, 1, 8.0, {"sku": "A"})])
+        await asyncio.wait_for(journal.flush(), 5)
+        assert await journal.get("gen-1") == dataclasses.replace(first, last_sequence=1)
+        assert await journal.get("gen-2") == second
+        assert [e.sequence for e in await journal.events("gen-1")] == [1]
+        (attempt,) = await journal.attempts("gen-2")
+        assert attempt.request == {"sku": "A"}
+        claimed = await journal.claim("me", 30.0)
+        assert sorted(r.execution_id for r in claimed) == ["gen-1", "gen-2"]
 
     async def test_values_round_trip(self, journal: Journal) -> None:
         """JSON-ready values come back equal: unicode, a lone surrogate, big integers, nesting."""

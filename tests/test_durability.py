@@ -438,6 +438,36 @@ async def test_killed_right_after_finished_is_durable_nothing_runs_again(
     }
 
 
+@pytest.mark.parametrize("kill_after", [0, 1], ids=["after-the-record", "after-started"])
+async def test_a_generated_id_is_durable_with_the_first_intent(
+    journaled: Journaled, kill_after: int
+) -> None:
+    """An Execute without an execution_id: its record commits with its first entries (one
+    commit, no round trip of its own); killed right after it, the restart finds the execution
+    and finishes it, Reserve's intent counted as an attempt whose call was never sent."""
+    await journaled.start(kill_after_event=kill_after)
+    request = pb.ExecuteRequest(workflow="checkout", input=struct(ORDER))
+    with pytest.raises(grpc.aio.AioRpcError):  # the gateway dies under the call
+        async for _ in journaled.stub.Execute(request, timeout=10):
+            pass
+    assert await journaled.died() == -signal.SIGKILL
+
+    await journaled.start()
+    listed = await journaled.stub.ListExecutions(pb.ListExecutionsRequest(), timeout=5)
+    (only,) = listed.executions
+    execution = await journaled.finished(only.execution_id)
+    assert execution.status == STATUS.EXECUTION_STATUS_SUCCEEDED
+    steps = {s.step_id: s for s in execution.result.steps}
+    assert steps["reserve"].attempts == 2
+    assert counts(await journaled.received()) == {
+        "Charge": 1,
+        "CreateShipment": 1,
+        "Reserve": 1,
+        "SendMail": 1,
+    }
+    assert kinds(await journaled.events(only.execution_id))[:2] == ["started", "step_started"]
+
+
 LINES_ORDER: dict[str, Any] = {
     "order_id": "L-9",
     "lines": [

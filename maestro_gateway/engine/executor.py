@@ -42,7 +42,13 @@ from maestro_gateway.engine.saga import compensate
 from maestro_gateway.engine.signals import SignalPort
 from maestro_gateway.engine.tracing import ExecutionTrace
 from maestro_gateway.errors import EvaluationError
-from maestro_gateway.journal.base import ExecutionRecord, ExecutionState, Journal, StateEntry
+from maestro_gateway.journal.base import (
+    CreateEntry,
+    ExecutionRecord,
+    ExecutionState,
+    Journal,
+    StateEntry,
+)
 from maestro_gateway.model.stored import stored_source
 from maestro_gateway.model.types import Workflow
 from maestro_gateway.resilience.breaker import BreakerRegistry
@@ -214,7 +220,10 @@ class Engine:
                 metadata=metadata,
                 labels=labels,
             )
-            if journal is not None:
+            if journal is not None and execution_id is None:
+                # A generated id cannot be taken: committed with the first entries after it.
+                journal.submit((CreateEntry(record),))
+            elif journal is not None:
                 existing = await journal.create(record)
                 if existing is not None:
                     raise ExecutionExists(existing)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from maestro_gateway.journal.base import (
     Attempt,
     BadPageToken,
+    CreateEntry,
     Entry,
     EventEntry,
     ExecutionFilter,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Attempt",
     "BadPageToken",
+    "CreateEntry",
     "Entry",
     "EventEntry",
     "ExecutionFilter",

@@ -176,7 +176,24 @@ class StateEntry:
     result: Mapping[str, Any] | None = None
 
 
-Entry = EventEntry | IntentEntry | OutcomeEntry | StateEntry
+@dataclass(frozen=True, slots=True)
+class CreateEntry:
+    """A new execution whose id no one else can hold (the gateway generated it).
+
+    Unlike :meth:`Journal.create` it answers nothing and waits for nothing: the record is
+    committed with what is submitted after it (the execution's ``started`` event and its first
+    intent), in the same transaction or an earlier one, so the write-ahead order holds at one
+    commit less. An id a caller chose may exist already: that goes through ``create``.
+    """
+
+    record: ExecutionRecord
+
+    @property
+    def execution_id(self) -> str:
+        return self.record.execution_id
+
+
+Entry = CreateEntry | EventEntry | IntentEntry | OutcomeEntry | StateEntry
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,10 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from maestro_gateway.journal.base import (
+    CreateEntry,
     Entry,
     EventEntry,
+    ExecutionRecord,
     IntentEntry,
     JournalError,
     OutcomeEntry,
@@ -26,6 +28,7 @@ from maestro_gateway.journal.sqlite_schema import (
     event_params,
     intent_params,
     outcome_params,
+    record_params,
     state_params,
 )
 
@@ -60,9 +63,11 @@ def writes_anything(group: Sequence[object]) -> bool:
 class Batch:
     """The entries of one stretch of the event loop, and who waits for them."""
 
-    __slots__ = ("attempt_runs", "events", "last_sequence", "rows", "states", "thens")
+    __slots__ = ("attempt_runs", "creates", "events", "last_sequence", "rows", "states", "thens")
 
     def __init__(self) -> None:
+        # New executions (CreateEntry), written before anything else of the batch.
+        self.creates: list[tuple[ExecutionRecord, tuple[Any, ...]]] = []
         self.events: list[tuple[Any, ...]] = []
         self.states: list[tuple[Any, ...]] = []
         # Intents and outcomes of one attempt must apply in order: runs of (is_intent, rows).
@@ -77,11 +82,14 @@ class Batch:
         Raises:
             TypeError: a value in an entry is not JSON-ready.
         """
+        creates: list[tuple[ExecutionRecord, tuple[Any, ...]]] = []
         events: list[tuple[Any, ...]] = []
         attempts: list[tuple[bool, tuple[Any, ...]]] = []
         states: list[tuple[Any, ...]] = []
         for entry in entries:
             match entry:
+                case CreateEntry():
+                    creates.append((entry.record, record_params(entry.record)))
                 case EventEntry():
                     events.append(event_params(entry))
                 case IntentEntry():
@@ -98,6 +106,7 @@ class Batch:
                     last[execution_id] = sequence
         for is_intent, params in attempts:
             self.add_attempt(is_intent, params)
+        self.creates.extend(creates)
         self.states.extend(states)
         self.rows += len(entries)
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 from maestro_gateway.journal.base import (
     Attempt,
+    CreateEntry,
     Entry,
     EventEntry,
     ExecutionFilter,
@@ -132,6 +133,9 @@ class MemoryJournal:
         return None
 
     def _apply(self, entry: Entry) -> None:
+        if isinstance(entry, CreateEntry):
+            self._executions.setdefault(entry.execution_id, _Stored(entry.record))
+            return
         stored = self._executions.get(entry.execution_id)
         if stored is None:
             return  # deleted by retention while a late entry was in flight

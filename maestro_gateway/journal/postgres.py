@@ -641,9 +641,9 @@ class PostgresJournal(PostgresSignals, GroupCommit):
         the executions whose entries were fenced off (held by another owner, or finished).
 
         A group of entries only is one statement (its own transaction) when its parts allow it;
-        anything else runs in a transaction: the creates first, together (no entry of this group
-        can be about an execution created in it: a creator awaits its record before it submits
-        anything), then the batches and the other operations in their order.
+        anything else runs in a transaction: the creates first, together (those awaited with
+        ``create`` and the batches' ``CreateEntry`` records, so that the entries about them
+        follow them), then the batches and the other operations in their order.
         """
         results: dict[int, Any] = {}
         committed: dict[str, int] = {}
@@ -652,6 +652,15 @@ class PostgresJournal(PostgresSignals, GroupCommit):
         if all(isinstance(item, Batch) and not item.rows for item in group):
             return results, committed, fenced
         creates = [i for i in group if isinstance(i, Op) and i.record is not None]
+        # The CreateEntry records of the batches: inserted with the creates, their answers
+        # unread (a generated id cannot be taken).
+        loop = asyncio.get_running_loop()
+        creates += [
+            Op(None, loop.create_future(), record, params)
+            for item in group
+            if isinstance(item, Batch)
+            for record, params in item.creates
+        ]
         rest = [i for i in group if not (isinstance(i, Op) and i.record is not None)]
         single = True  # whether the batches may still go in one statement
         if not creates:

@@ -530,6 +530,8 @@ class SqliteJournal(SqliteSignals, GroupCommit):
         committed: dict[str, int] = {}
         if all(isinstance(item, Batch) and not item.rows for item in group):
             return results, committed
+        if any(isinstance(item, Batch) and item.creates for item in group):
+            self._created = True  # the fault injections' "after the record"
         conn.execute("BEGIN IMMEDIATE")
         batches: list[Batch] = []
         for item in group:
@@ -555,6 +557,13 @@ class SqliteJournal(SqliteSignals, GroupCommit):
     ) -> None:
         if not batches:
             return
+        creates = [create for batch in batches for create in batch.creates]
+        if creates:
+            # A generated id cannot be taken: ON CONFLICT DO NOTHING never leaves one out.
+            conn.executemany(INSERT_EXECUTION, [params for _, params in creates])
+            conn.executemany(
+                INSERT_DEFINITION, [(record.source_hash, record.source) for record, _ in creates]
+            )
         if any(batch.events for batch in batches):
             conn.executemany(INSERT_EVENT, chain.from_iterable(b.events for b in batches))
         for batch in batches:

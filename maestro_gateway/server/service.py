@@ -45,6 +45,7 @@ from maestro_gateway.engine.journaling import event_from_entry, result_from_data
 from maestro_gateway.errors import Diagnostic, ExecutionError
 from maestro_gateway.journal.base import (
     BadPageToken,
+    CreateEntry,
     ExecutionFilter,
     ExecutionRecord,
     ExecutionState,
@@ -580,6 +581,12 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
             metadata=forwarded_metadata(context.invocation_metadata()),
             labels=dict(request.labels),
         )
+        if not execution_id and not detached:
+            # A generated id cannot be taken: the record is committed with the execution's first
+            # entries (its `started` event, its first intent), a commit less. A Start answers
+            # with the id, so its record must be durable first; a chosen id may attach.
+            journal.submit((CreateEntry(record),))
+            return record, self.runs.start(workflow, record, on_event, rpc=method)
         creating = asyncio.ensure_future(journal.create(record))
         try:
             existing = await asyncio.shield(creating)
