@@ -63,7 +63,16 @@ def writes_anything(group: Sequence[object]) -> bool:
 class Batch:
     """The entries of one stretch of the event loop, and who waits for them."""
 
-    __slots__ = ("attempt_runs", "creates", "events", "last_sequence", "rows", "states", "thens")
+    __slots__ = (
+        "attempt_runs",
+        "creates",
+        "events",
+        "ids",
+        "last_sequence",
+        "rows",
+        "states",
+        "thens",
+    )
 
     def __init__(self) -> None:
         # New executions (CreateEntry), written before anything else of the batch.
@@ -75,6 +84,8 @@ class Batch:
         self.last_sequence: dict[str, int] = {}
         self.thens: list[Then] = []
         self.rows = 0
+        self.ids: set[str] = set()
+        """The executions the entries are about."""
 
     def add(self, entries: Sequence[Entry]) -> None:
         """Encode ``entries`` and append them; one that is not JSON-ready appends none of them.
@@ -109,6 +120,7 @@ class Batch:
         self.creates.extend(creates)
         self.states.extend(states)
         self.rows += len(entries)
+        self.ids.update(entry.execution_id for entry in entries)
 
     def add_attempt(self, is_intent: bool, params: tuple[Any, ...]) -> None:
         """Append one intent's or outcome's parameters, keeping the order of the two kinds."""

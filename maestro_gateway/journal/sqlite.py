@@ -169,6 +169,10 @@ class SqliteJournal(SqliteSignals, GroupCommit):
         self._controls: list[_Op] = []
         self._stopping = False
         self._abandon = False
+        self._writer_conn: sqlite3.Connection | None = None
+        self._writer_idle = False  # waiting for work, under ``_cond``
+        self._single_before = False  # the last batch was about one execution
+        self._with_writer = 0  # items handed to the writer and not acknowledged yet (the loop's)
         self._uncommitted = 0
         self._lazy: asyncio.TimerHandle | None = None
         self._last_error = ""
@@ -439,9 +443,51 @@ class SqliteJournal(SqliteSignals, GroupCommit):
         return await done
 
     def _enqueue(self, item: Batch | _Op) -> None:
+        if isinstance(item, Batch) and self._commit_here(item):
+            return
+        self._with_writer += 1
         with self._cond:
             self._queue.append(item)
             self._cond.notify()
+
+    def _commit_here(self, batch: Batch) -> bool:
+        """Commit ``batch`` on the event loop when one execution is all there is; True if done.
+
+        With executions running side by side the writer thread commits while the loop goes on,
+        and groups what arrives meanwhile. One execution alone has nothing to overlap with and
+        nobody to group with: each of its commits would cost two thread hand-offs (the wake-up
+        of the writer, then the loop's). So when this batch and the one before are each about a
+        single execution and the writer is idle, the loop commits the batch itself, on the
+        writer's connection (the writer is waiting and only the loop can give it work), once
+        everything handed to the writer has been acknowledged (so that ``then`` callbacks keep
+        their order). A failure leaves the batch to the writer, which retries it as it does any
+        group.
+        """
+        if not batch.rows:  # a flush that found nothing pending
+            if self._with_writer:
+                return False  # the writer's commits before it must be acknowledged first
+            self._run_thens(batch.thens)  # everything before it is durable already
+            return True
+        alone = len(batch.ids) == 1 and self._single_before
+        self._single_before = len(batch.ids) == 1
+        conn = self._writer_conn
+        if not alone or conn is None or self._with_writer:
+            return False
+        with self._cond:
+            if not self._writer_idle or self._queue or self._controls or self._stopping:
+                return False
+        group: list[Batch | _Op] = [batch]
+        started = time.perf_counter()
+        try:
+            results, committed = self._transaction(conn, group)
+        except Exception:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            return False
+        self._after_commit(group, time.perf_counter() - started)
+        self._committed(group, results, committed)
+        return True
 
     async def _write(self, run: Callable[[sqlite3.Connection], _T]) -> _T:
         loop = self._running_loop()
@@ -454,10 +500,13 @@ class SqliteJournal(SqliteSignals, GroupCommit):
 
     def _write_loop(self, conn: sqlite3.Connection) -> None:
         leftover: list[Batch | _Op] = []
+        self._writer_conn = conn
         try:
             while True:
                 with self._cond:
+                    self._writer_idle = True
                     self._cond.wait_for(lambda: self._queue or self._controls or self._stopping)
+                    self._writer_idle = False
                     group, self._queue = self._queue, []
                     controls, self._controls = self._controls, []
                     stop = self._stopping and not group
@@ -473,6 +522,9 @@ class SqliteJournal(SqliteSignals, GroupCommit):
             with self._cond:
                 leftover, self._queue = leftover + self._queue, []
         finally:
+            with self._cond:
+                self._writer_idle = False
+                self._writer_conn = None
             conn.close()
             with self._readers_lock:
                 self._closed = True
@@ -513,15 +565,19 @@ class SqliteJournal(SqliteSignals, GroupCommit):
                     return False
                 delay = min(delay * 2, _LAST_RETRY)
                 continue
-            self._commit_succeeded(group, time.perf_counter() - started)
-            kill_after = self._kill_after_event
-            if kill_after is not None and (
-                holds_event(group, kill_after) if kill_after else self._created
-            ):
-                os.kill(os.getpid(), signal.SIGKILL)
-            self._created = False
-            self._call_loop(self._committed, group, results, committed)
+            self._after_commit(group, time.perf_counter() - started)
+            self._call_loop(self._acknowledged, group, results, committed)
             return True
+
+    def _after_commit(self, group: list[Batch | _Op], seconds: float) -> None:
+        """The bookkeeping of a commit that succeeded, and the fault injections' kill."""
+        self._commit_succeeded(group, seconds)
+        kill_after = self._kill_after_event
+        if kill_after is not None and (
+            holds_event(group, kill_after) if kill_after else self._created
+        ):
+            os.kill(os.getpid(), signal.SIGKILL)
+        self._created = False
 
     def _transaction(
         self, conn: sqlite3.Connection, group: list[Batch | _Op]
@@ -585,6 +641,13 @@ class SqliteJournal(SqliteSignals, GroupCommit):
             loop.call_soon_threadsafe(callback, *args)
 
     # -- back on the event loop ------------------------------------------------------------
+
+    def _acknowledged(
+        self, group: list[Batch | _Op], results: list[Any], committed: dict[str, int]
+    ) -> None:
+        """:meth:`_committed` for a group the writer committed."""
+        self._with_writer -= len(group)
+        self._committed(group, results, committed)
 
     def _committed(
         self, group: list[Batch | _Op], results: list[Any], committed: dict[str, int]
