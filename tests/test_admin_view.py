@@ -554,3 +554,27 @@ async def test_the_view_of_one_replica_streams_an_execution_another_runs(
         assert rest.messages[-1]["event"] == "finished"
         assert json.loads(rest.messages[-1]["data"])["result"]["status"] == "SUCCEEDED"
         assert head.ids + rest.ids == list(range(1, rest.ids[-1] + 1))
+
+
+async def test_a_journal_that_cannot_be_read_is_503_json(tmp_path: Path) -> None:
+    """The list and one execution answer 503 JSON, never a bare 500, when the journal fails."""
+    from types import SimpleNamespace
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from maestro_gateway.admin.view import LiveView
+
+    journal = SqliteJournal(tmp_path / "closed.db")
+    await journal.open()
+    await journal.close()  # every read now raises JournalError
+    gateway: Any = SimpleNamespace(journal=journal)
+    app = web.Application()
+    LiveView(gateway).add_routes(app)
+    async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession() as http:
+        for path in ("/api/executions", "/api/executions/e-1"):
+            async with http.get(server.make_url(path)) as response:
+                assert response.status == 503, path
+                assert await response.json() == {
+                    "error": "the journal cannot be read right now; retry later"
+                }

@@ -215,6 +215,12 @@ def _error(status: int, message: str, **fields: str) -> web.Response:
     return web.json_response({"error": message, **fields}, status=status)
 
 
+def _unreadable(exc: Exception) -> web.Response:
+    """503 for a journal read that failed (a database gone, a journal closed): the page retries."""
+    log.warning(logfmt("view_journal_unreadable", error=type(exc).__name__))
+    return _error(503, "the journal cannot be read right now; retry later")
+
+
 def _static_files() -> dict[str, bytes]:
     folder = resources.files("maestro_gateway.admin") / "static"
     files = {name: (folder / name).read_bytes() for name in STATIC_FILES}
@@ -288,6 +294,8 @@ class LiveView:
             return _error(400, str(exc), parameter=exc.parameter)
         except BadPageToken as exc:
             return _error(400, f"page_token: {exc}", parameter="page_token")
+        except Exception as exc:  # the journal's errors and its driver's
+            return _unreadable(exc)
         return web.json_response(
             {
                 "executions": [
@@ -308,7 +316,10 @@ class LiveView:
                 f"(at most {MAX_LOOKUP_ID} characters)",
                 parameter="execution_id",
             )
-        record = await self.journal.get(execution_id)
+        try:
+            record = await self.journal.get(execution_id)
+        except Exception as exc:  # the journal's errors and its driver's
+            return _unreadable(exc)
         if record is None:
             return _error(
                 404,
