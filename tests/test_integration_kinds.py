@@ -171,10 +171,11 @@ async def test_a_failing_line_undoes_the_lines_reserved(
     demo: DemoServices, engine: Engine, order_lines: Workflow
 ) -> None:
     """A line inventory cannot serve fails the order; the other lines are released, newest first."""
-    # The first two lines pass at once; the third arrives after one of them and fails 1.5 s
-    # later, when both are done (300 ms was not always enough on a loaded machine).
-    await demo.inventory.control.add_fault(method="Reserve", times=2)
-    await demo.inventory.control.add_fault(method="Reserve", delay_ms=1500, times=1)
+    # Every Reserve answers after 1 s: the first two lines end a second after they started, and
+    # the third, started when the first of them ended, fails a second later. No rule counts
+    # calls: under load the third line's call can reach the service before the first line's
+    # ("pass 2, then delay 1" then delayed the wrong line).
+    await demo.inventory.control.add_fault(method="Reserve", delay_ms=1000)
     lines = [*LINES[:2], {"sku": "sku-3", "qty": 9}]
     result, events = await run(engine, order_lines, order(lines=lines))
     assert result.status is ExecutionStatus.COMPENSATED
