@@ -81,9 +81,10 @@ CASES: dict[str, Case] = {
 }
 
 
-async def gateway(directory: Path, metrics: GatewayMetrics | None) -> GatewayServer:
+async def gateway(directory: Path, **options: Any) -> GatewayServer:
+    """A started in-process gateway over canned downstreams (``options`` for create_gateway)."""
     server, problems = create_gateway(
-        directory, transports=CannedTransports(), journal=MemoryJournal(), metrics=metrics
+        directory, transports=CannedTransports(), journal=MemoryJournal(), **options
     )
     if problems:
         raise RuntimeError(f"the benchmark workflow does not load: {problems}")
@@ -91,38 +92,55 @@ async def gateway(directory: Path, metrics: GatewayMetrics | None) -> GatewaySer
     return server
 
 
-async def measure(n: int, repeats: int) -> dict[str, Any]:
-    """µs of process CPU per execution for each case, metrics off and on (median of repeats)."""
+Samples = dict[str, dict[str, list[float]]]
+"""case → "off"/"on" → µs of process CPU per execution, one per repeat."""
+
+
+async def off_and_on(
+    n: int,
+    repeats: int,
+    on: dict[str, Any],
+    *,
+    wrap: Callable[[Any], Any] = lambda stub: stub,
+    after_on: Callable[[], None] | None = None,
+) -> Samples:
+    """Two in-process gateways over canned downstreams, the second with ``on`` (create_gateway
+    options): each case ``repeats`` times on each in turn, ``n`` executions a time.
+
+    ``wrap`` wraps each gateway's stub (extra call metadata, say); ``after_on`` runs inside the
+    measured window of the second gateway (work it leaves to another thread).
+    """
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         text = string.Template(WORKFLOW.read_text()).safe_substitute(GRPC="127.0.0.1:1")
         (directory / "bench_grpc.yaml").write_text(text)
-        metrics = GatewayMetrics()
-        servers = {"off": await gateway(directory, None), "on": await gateway(directory, metrics)}
+        servers = {"off": await gateway(directory), "on": await gateway(directory, **on)}
         channels = {k: grpc.aio.insecure_channel(f"127.0.0.1:{s.port}") for k, s in servers.items()}
-        stubs = {k: gateway_pb2_grpc.GatewayStub(c) for k, c in channels.items()}
+        stubs = {k: wrap(gateway_pb2_grpc.GatewayStub(c)) for k, c in channels.items()}
         try:
             for stub in stubs.values():  # warm caches, channels and the allocator
                 await run_sequential(stub, 200)
                 await execute_sequential(stub, 50)
-            samples: dict[str, dict[str, list[float]]] = {
-                case: {"off": [], "on": []} for case in CASES
-            }
+            samples: Samples = {case: {"off": [], "on": []} for case in CASES}
             for _ in range(repeats):
                 for case, body in CASES.items():
                     for which in ("off", "on"):
                         cpu = time.process_time()
                         await body(stubs[which], n)
+                        if which == "on" and after_on is not None:
+                            after_on()
                         samples[case][which].append((time.process_time() - cpu) / n * 1e6)
-            started = time.perf_counter()
-            exposition = metrics.exposition()
-            scrape_ms = (time.perf_counter() - started) * 1000
         finally:
             for channel in channels.values():
                 await channel.close()
             for server in servers.values():
                 await server.shutdown(0)
-    out: dict[str, Any] = {"executions": n, "repeats": repeats, "steps_per_execution": 4}
+    return samples
+
+
+def medians(samples: Samples) -> dict[str, dict[str, float]]:
+    """Per case: the median µs off and on, and what ``on`` adds."""
+    out: dict[str, dict[str, float]] = {}
     for case, runs in samples.items():
         off = sorted(runs["off"])[len(runs["off"]) // 2]
         on = sorted(runs["on"])[len(runs["on"]) // 2]
@@ -132,6 +150,18 @@ async def measure(n: int, repeats: int) -> dict[str, Any]:
             "us_added": on - off,
             "percent_added": (on - off) / off * 100,
         }
+    return out
+
+
+async def measure(n: int, repeats: int) -> dict[str, Any]:
+    """µs of process CPU per execution for each case, metrics off and on (median of repeats)."""
+    metrics = GatewayMetrics()
+    samples = await off_and_on(n, repeats, {"metrics": metrics})
+    started = time.perf_counter()
+    exposition = metrics.exposition()
+    scrape_ms = (time.perf_counter() - started) * 1000
+    out: dict[str, Any] = {"executions": n, "repeats": repeats, "steps_per_execution": 4}
+    out.update(medians(samples))
     series = sum(1 for line in exposition.decode().splitlines() if not line.startswith("#"))
     out["scrape"] = {"ms": scrape_ms, "series": series, "bytes": len(exposition)}
     return out

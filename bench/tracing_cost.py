@@ -21,25 +21,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import string
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import grpc
 from maestro.v1 import gateway_pb2_grpc
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from bench.engine_cpu import INPUT, WORKFLOW, CannedTransports, load_workflow
-from bench.metrics_cost import CASES
+from bench.engine_cpu import INPUT, CannedTransports, load_workflow
+from bench.metrics_cost import CASES, medians, off_and_on
 from maestro_gateway.engine.executor import Engine, new_record
-from maestro_gateway.journal import MemoryJournal
-from maestro_gateway.server.app import GatewayServer, create_gateway
 from maestro_gateway.server.otel import Tracing
 
 CALLER = (("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),)
@@ -82,46 +76,15 @@ class _Traced:
         return self._stub.Execute(request, metadata=CALLER, **kwargs)
 
 
-async def gateway(directory: Path, traced: Tracing | None) -> GatewayServer:
-    server, problems = create_gateway(
-        directory, transports=CannedTransports(), journal=MemoryJournal(), tracing=traced
-    )
-    if problems:
-        raise RuntimeError(f"the benchmark workflow does not load: {problems}")
-    await server.start()
-    return server
-
-
 async def measure(n: int, repeats: int) -> dict[str, Any]:
     """µs of process CPU per execution for each case, tracing off and on (median of repeats)."""
     traced, sink = tracing()
-    with tempfile.TemporaryDirectory() as tmp:
-        directory = Path(tmp)
-        text = string.Template(WORKFLOW.read_text()).safe_substitute(GRPC="127.0.0.1:1")
-        (directory / "bench_grpc.yaml").write_text(text)
-        servers = {"off": await gateway(directory, None), "on": await gateway(directory, traced)}
-        channels = {k: grpc.aio.insecure_channel(f"127.0.0.1:{s.port}") for k, s in servers.items()}
-        stubs = {k: _Traced(gateway_pb2_grpc.GatewayStub(c)) for k, c in channels.items()}
-        try:
-            for stub in stubs.values():  # warm caches, channels and the allocator
-                await CASES["run"](stub, 200)
-                await CASES["execute"](stub, 50)
-            samples: dict[str, dict[str, list[float]]] = {
-                case: {"off": [], "on": []} for case in CASES
-            }
-            for _ in range(repeats):
-                for case, body in CASES.items():
-                    for which in ("off", "on"):
-                        cpu = time.process_time()
-                        await body(stubs[which], n)
-                        if which == "on":  # the exporter's thread works within the window
-                            traced.provider.force_flush()
-                        samples[case][which].append((time.process_time() - cpu) / n * 1e6)
-        finally:
-            for channel in channels.values():
-                await channel.close()
-            for server in servers.values():
-                await server.shutdown(0)  # shuts the provider down: the rest is exported
+
+    def flush() -> None:  # the exporter's thread works within the measured window
+        traced.provider.force_flush()
+
+    # Shutting the gateway down shuts the provider down, which exports the rest.
+    samples = await off_and_on(n, repeats, {"tracing": traced}, wrap=_Traced, after_on=flush)
     out: dict[str, Any] = {
         "executions": n,
         "repeats": repeats,
@@ -130,15 +93,7 @@ async def measure(n: int, repeats: int) -> dict[str, Any]:
         "spans_exported": sink.spans,
         "otlp_bytes_per_span": sink.bytes / sink.spans if sink.spans else 0.0,
     }
-    for case, runs in samples.items():
-        off = sorted(runs["off"])[len(runs["off"]) // 2]
-        on = sorted(runs["on"])[len(runs["on"]) // 2]
-        out[case] = {
-            "us_per_execution_off": off,
-            "us_per_execution_on": on,
-            "us_added": on - off,
-            "percent_added": (on - off) / off * 100,
-        }
+    out.update(medians(samples))
     return out
 
 
