@@ -229,3 +229,23 @@ async def start_server(
         port = server.add_secure_port("127.0.0.1:0", credentials)
     await server.start()
     return RunningServer(server, port, record)
+
+
+async def serve_inventory(
+    servicer: Any, credentials: grpc.ServerCredentials | None = None
+) -> tuple[grpc.aio.Server, int]:
+    """Start a ``shop.v1.Inventory`` server with reflection on 127.0.0.1:0 (TLS with
+    ``credentials``); return it and its port. The caller stops it."""
+    from shop.v1 import inventory_pb2, inventory_pb2_grpc
+
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    inventory_pb2_grpc.add_InventoryServicer_to_server(servicer, server)
+    reflection.enable_server_reflection(
+        [inventory_pb2.DESCRIPTOR.services_by_name["Inventory"].full_name], server
+    )
+    if credentials is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        port = server.add_secure_port("127.0.0.1:0", credentials)
+    await server.start()
+    return server, port

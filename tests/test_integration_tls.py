@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 import pytest
 from aiohttp import web
-from grpc_reflection.v1alpha import reflection
+from grpc_testkit import serve_inventory
 from shop.v1 import inventory_pb2, inventory_pb2_grpc
 from tls_support import PKI, make_pki, needs_openssl
 
@@ -62,19 +62,12 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
 
 
 async def _grpc_server(pki: PKI, *, mutual: bool) -> tuple[grpc.aio.Server, int]:
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    inventory_pb2_grpc.add_InventoryServicer_to_server(Inventory(), server)
-    reflection.enable_server_reflection(
-        [inventory_pb2.DESCRIPTOR.services_by_name["Inventory"].full_name], server
-    )
     credentials = grpc.ssl_server_credentials(
         [pki.server.read()],
         root_certificates=pki.ca.read_bytes() if mutual else None,
         require_client_auth=mutual,
     )
-    port = server.add_secure_port("127.0.0.1:0", credentials)
-    await server.start()
-    return server, port
+    return await serve_inventory(Inventory(), credentials)
 
 
 @pytest.fixture

@@ -23,8 +23,8 @@ from e2e_support import run_program
 from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
+from grpc_testkit import serve_inventory
 from maestro.v1 import gateway_pb2 as pb
 from maestro.v1 import gateway_pb2_grpc
 from shop.v1 import inventory_pb2, inventory_pb2_grpc
@@ -89,13 +89,7 @@ class Inventory(inventory_pb2_grpc.InventoryServicer):  # type: ignore[misc]
 async def inventory() -> AsyncIterator[tuple[Inventory, int]]:
     """The Inventory server on 127.0.0.1:0 with reflection; the servicer and its port."""
     servicer = Inventory()
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    inventory_pb2_grpc.add_InventoryServicer_to_server(servicer, server)
-    reflection.enable_server_reflection(
-        [inventory_pb2.DESCRIPTOR.services_by_name["Inventory"].full_name], server
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+    server, port = await serve_inventory(servicer)
     yield servicer, port
     servicer.gate.set()
     servicer.release.set()

@@ -21,7 +21,7 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_testkit import serve_inventory
 from maestro.v1 import gateway_pb2 as pb
 from maestro.v1 import gateway_pb2_grpc
 from shop.v1 import inventory_pb2, inventory_pb2_grpc
@@ -82,13 +82,7 @@ class Inventory(inventory_pb2_grpc.InventoryServicer):  # type: ignore[misc]
 async def inventory() -> AsyncIterator[tuple[Inventory, int]]:
     """A shop.v1.Inventory server with reflection on 127.0.0.1:0."""
     servicer = Inventory()
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    inventory_pb2_grpc.add_InventoryServicer_to_server(servicer, server)
-    reflection.enable_server_reflection(
-        [inventory_pb2.DESCRIPTOR.services_by_name["Inventory"].full_name], server
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+    server, port = await serve_inventory(servicer)
     yield servicer, port
     await server.stop(0)
 
