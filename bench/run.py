@@ -4,13 +4,15 @@ Starts, as separate processes on 127.0.0.1 (free ports read from their ready lin
 ``bench/services.py`` (the downstream services), ``bench/glue.py`` (the reference),
 ``maestro serve`` over ``bench/workflows/`` (the gateway, once per journal setting: ``gateway``
 with the default SQLite journal, ``gateway-none`` with ``--journal none``, ``gateway-full``
-with ``--journal-sync full``) and ``bench/load.py`` (the load client, apart so its CPU is not
+with ``--journal-sync full``), ``bench/dbos_glue.py`` (the durable peer, DBOS on SQLite: ``Run``
+of the gRPC shape only) and ``bench/load.py`` (the load client, apart so its CPU is not
 charged to the measured processes). Then, for several rounds, it measures every contender
-(glue/gateways × Run/Execute × gRPC-only/with an HTTP step) at
+(glue/gateways × Run/Execute × gRPC-only/with an HTTP step, and DBOS) at
 concurrency 1 and 64, in an order that rotates each round, and reports per contender and
 concurrency the medians (with min–max over the rounds) of workflows/s, p50, p99, and the CPU per
 workflow of the server process and of the services process (``/proc/PID/stat`` deltas over the
-measured window). It prints the gateway/glue ratios against the DESIGN §8 targets, then runs
+measured window). It prints the gateway/glue and gateway/DBOS ratios against the DESIGN §8
+targets, then runs
 the scale figures (``bench/memory.py``, ``bench/engine_cpu.py``, ``bench/foreach.py``,
 ``bench/signals.py``, ``bench/recovery.py``, ``bench/metrics_cost.py``,
 ``bench/tracing_cost.py``, ``bench/replicas.py``:
@@ -51,13 +53,18 @@ GATEWAYS: dict[str, list[str]] = {
     "gateway-full": ["--journal-sync", "full"],
 }
 """The gateway variants measured, by name: their extra ``maestro serve`` arguments."""
+PEER = "dbos"
+"""The durable peer (``bench/dbos_glue.py``): ``Run`` of ``bench_grpc`` only."""
+PEER_THROUGHPUT = 12.0
+PEER_P50 = 1 / 8
+SERVERS = ("glue", *GATEWAYS, PEER)
 
 
 @dataclass(frozen=True)
 class Contender:
     """One thing measured: a server, an RPC and a workflow."""
 
-    server: str  # "glue" or one of GATEWAYS
+    server: str  # "glue", one of GATEWAYS, or PEER
     rpc: str  # "Run" or "Execute"
     workflow: str  # "bench_grpc" or "bench_http"
 
@@ -140,6 +147,11 @@ class Bench:
             gateway = self.children.start(name, argv)
             target = gateway.wait_for(r"maestro-gateway listening on (\S+)", 60).group(1)
             self.servers[name] = (target, gateway)
+        if PEER in self.args.servers:
+            peer = self.children.start(
+                PEER, [PY, "-m", "bench.dbos_glue", "--services", grpc_target]
+            )
+            self.servers[PEER] = (peer.wait_for(r"listening on (\S+)", 60).group(1), peer)
         self.load = self.children.start("load", [PY, str(BENCH / "load.py")], stdin=True)
 
     def _ask(self, command: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -185,8 +197,9 @@ class Bench:
             Contender(server, rpc, workflow)
             for workflow in self.args.workflows
             for rpc in self.args.rpcs
-            for server in ("glue", *GATEWAYS)
+            for server in SERVERS
             if server in self.servers
+            and (server != PEER or (rpc, workflow) == ("Run", "bench_grpc"))
         ]
 
     def run(self) -> None:
@@ -270,6 +283,35 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def peer_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each gateway against the durable peer (``Run``, ``bench_grpc``): throughput at the highest
+    concurrency (DESIGN §8: at least 12×), p50 at the lowest (at most 1/8)."""
+    by_key = {(r["server"], r["rpc"], r["workflow"], r["concurrency"]): r for r in rows}
+    levels = sorted({r["concurrency"] for r in rows})
+    hi, lo = levels[-1], levels[0]
+    peer_hi, peer_lo = (by_key.get((PEER, "Run", "bench_grpc", c)) for c in (hi, lo))
+    out = []
+    for gateway in GATEWAYS:
+        gw_hi, gw_lo = (by_key.get((gateway, "Run", "bench_grpc", c)) for c in (hi, lo))
+        if not (gw_hi and gw_lo and peer_hi and peer_lo):
+            continue
+        throughput = gw_hi["throughput"]["median"] / peer_hi["throughput"]["median"]
+        p50 = gw_lo["p50_ms"]["median"] / peer_lo["p50_ms"]["median"]
+        out.append(
+            {
+                "gateway": gateway,
+                "peer": PEER,
+                "throughput_ratio": throughput,
+                "throughput_concurrency": hi,
+                "throughput_ok": throughput >= PEER_THROUGHPUT,
+                "p50_ratio": p50,
+                "p50_concurrency": lo,
+                "p50_ok": p50 <= PEER_P50,
+            }
+        )
+    return out
+
+
 def fmt(s: dict[str, float], digits: int = 0) -> str:
     """``median (min–max)``."""
     return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}–{s['max']:.{digits}f})"
@@ -282,7 +324,7 @@ def print_report(rows: list[dict[str, Any]], ratio_rows: list[dict[str, Any]]) -
         f"{'server CPU ms/wf':<18} {'services CPU ms/wf':<18}"
     )
     print("\n" + header + "\n" + "-" * len(header))
-    order = ["glue", *GATEWAYS]
+    order = list(SERVERS)
     for row in sorted(
         rows, key=lambda r: (r["workflow"], r["rpc"], r["concurrency"], order.index(r["server"]))
     ):
@@ -299,6 +341,23 @@ def print_report(rows: list[dict[str, Any]], ratio_rows: list[dict[str, Any]]) -
             f"  {r['gateway']:<13} {r['rpc']:<8} {r['workflow']:<11} throughput@{r['throughput_concurrency']}: "
             f"{r['throughput_ratio']:.2f}× {'OK  ' if r['throughput_ok'] else 'MISS'}   "
             f"p50@{r['p50_concurrency']}: {r['p50_ratio']:.2f}× {'OK' if r['p50_ok'] else 'MISS'}"
+        )
+
+
+def print_peer_report(rows: list[dict[str, Any]]) -> None:
+    """The gateways against the durable peer."""
+    if not rows:
+        return
+    print(
+        f"\ngateway / {PEER} (Run, bench_grpc; DESIGN §8 targets: throughput ≥ {PEER_THROUGHPUT:g}× "
+        f"at the highest concurrency, p50 ≤ 1/{1 / PEER_P50:g} at the lowest)"
+    )
+    for r in rows:
+        print(
+            f"  {r['gateway']:<13} throughput@{r['throughput_concurrency']}: "
+            f"{r['throughput_ratio']:.1f}× {'OK  ' if r['throughput_ok'] else 'MISS'}   "
+            f"p50@{r['p50_concurrency']}: 1/{1 / r['p50_ratio']:.1f} "
+            f"{'OK' if r['p50_ok'] else 'MISS'}"
         )
 
 
@@ -347,9 +406,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--servers",
         nargs="+",
-        default=["glue", *GATEWAYS],
-        choices=["glue", *GATEWAYS],
-        help="what to measure (default: the glue and every gateway journal setting)",
+        default=list(SERVERS),
+        choices=list(SERVERS),
+        help="what to measure (default: the glue, every gateway journal setting and DBOS)",
     )
     parser.add_argument("--rpcs", nargs="+", default=["Run", "Execute"], choices=["Run", "Execute"])
     parser.add_argument(
@@ -399,7 +458,9 @@ def main(argv: list[str] | None = None) -> int:
         ratio_rows = ratios(rows)
         report["results"] = rows
         report["ratios"] = ratio_rows
+        report["peer_ratios"] = peer_ratios(rows)
         print_report(rows, ratio_rows)
+        print_peer_report(report["peer_ratios"])
     if not args.skip_scale:
         report["scale"] = run_scale(args)
     report["elapsed_s"] = time.monotonic() - started
