@@ -30,11 +30,12 @@ from maestro_gateway.journal.base import (
     check_claim_limit,
 )
 from maestro_gateway.journal.paging import (
+    check_page_size,
     decode_signal_token,
     decode_token,
-    encode_signal_token,
-    encode_token,
+    execution_page,
     newest_first,
+    signal_page,
 )
 from maestro_gateway.journal.signals import as_stored, noted, params_json
 
@@ -188,18 +189,14 @@ class MemoryJournal:
         self, where: ExecutionFilter, page_size: int, page_token: str = ""
     ) -> Page:
         after = decode_token(page_token)
-        if page_size < 1:
-            raise ValueError(f"page_size must be at least 1, not {page_size}")
+        check_page_size(page_size)
         matching = [
             s.record
             for s in self._executions.values()
             if (not where.workflow or s.record.workflow == where.workflow)
             and (not where.states or s.record.state in where.states)
         ]
-        ordered = newest_first(matching, after)
-        page = tuple(ordered[:page_size])
-        token = encode_token(page[-1]) if len(ordered) > page_size else ""
-        return Page(page, token)
+        return execution_page(newest_first(matching, after), page_size)
 
     async def events(self, execution_id: str, after: int = 0) -> list[EventEntry]:
         stored = self._executions.get(execution_id)
@@ -299,8 +296,7 @@ class MemoryJournal:
         page_token: str = "",
     ) -> SignalPage:
         below = decode_signal_token(page_token)
-        if page_size < 1:
-            raise ValueError(f"page_size must be at least 1, not {page_size}")
+        check_page_size(page_size)
         found: list[tuple[SignalRecord, str]] = []
         for entry in reversed(self._signals.values()):
             signal = entry[0]
@@ -312,8 +308,7 @@ class MemoryJournal:
                 found.append(entry)
                 if len(found) > page_size:
                     break
-        page = tuple(_read(entry) for entry in found[:page_size])
-        return SignalPage(page, encode_signal_token(page[-1]) if len(found) > page_size else "")
+        return signal_page([_read(entry) for entry in found], page_size)
 
     async def signals_since(self, name: str, since: float, after: int = 0) -> list[SignalRecord]:
         return [

@@ -12,9 +12,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-from maestro_gateway.journal.base import BadPageToken, ExecutionRecord, SignalRecord
+from maestro_gateway.journal.base import (
+    BadPageToken,
+    ExecutionRecord,
+    Page,
+    SignalPage,
+    SignalRecord,
+)
 
 _PREFIX = "m1:"
 _SIGNAL_PREFIX = "s1:"
@@ -47,6 +53,24 @@ def decode_token(token: str) -> Cursor | None:
     except (ValueError, UnicodeError, binascii.Error, TypeError) as exc:
         raise BadPageToken("page_token is not a token returned by ListExecutions") from exc
     return float(started), execution_id
+
+
+def check_page_size(page_size: int) -> None:
+    """Raise ValueError when ``page_size`` is below 1."""
+    if page_size < 1:
+        raise ValueError(f"page_size must be at least 1, not {page_size}")
+
+
+def execution_page(found: Sequence[ExecutionRecord], page_size: int) -> Page:
+    """The first ``page_size`` of ``found`` (read one past it), with the next page's token."""
+    page = tuple(found[:page_size])
+    return Page(page, encode_token(page[-1]) if len(found) > page_size else "")
+
+
+def signal_page(found: Sequence[SignalRecord], page_size: int) -> SignalPage:
+    """The first ``page_size`` of ``found`` (read one past it), with the next page's token."""
+    page = tuple(found[:page_size])
+    return SignalPage(page, encode_signal_token(page[-1]) if len(found) > page_size else "")
 
 
 def newest_first(records: Iterable[ExecutionRecord], after: Cursor | None) -> list[ExecutionRecord]:

@@ -71,7 +71,7 @@ from maestro_gateway.journal.batch import (
     fail_all,
     holds_event,
 )
-from maestro_gateway.journal.paging import decode_token, encode_token
+from maestro_gateway.journal.paging import check_page_size, decode_token, execution_page
 from maestro_gateway.journal.postgres_connect import (
     connect_delay,
     connection_lost,
@@ -790,8 +790,7 @@ class PostgresJournal(PostgresSignals, GroupCommit):
             ValueError: ``page_size`` is below 1.
         """
         cursor = decode_token(page_token)
-        if page_size < 1:
-            raise ValueError(f"page_size must be at least 1, not {page_size}")
+        check_page_size(page_size)
         clauses: list[str] = []
         params: list[Any] = []
         if where.workflow:
@@ -815,8 +814,7 @@ class PostgresJournal(PostgresSignals, GroupCommit):
             return [record_from_row(row) for row in await conn.fetch(sql, *params)]
 
         found = await self._read(read)
-        page = tuple(found[:page_size])
-        return Page(page, encode_token(page[-1]) if len(found) > page_size else "")
+        return execution_page(found, page_size)
 
     async def events(self, execution_id: str, after: int = 0) -> list[EventEntry]:
         """The committed events of an execution with a sequence above ``after``, in order."""

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from maestro_gateway.journal.base import LeaseLost, SignalPage, SignalRecord
-from maestro_gateway.journal.paging import decode_signal_token, encode_signal_token
+from maestro_gateway.journal.paging import check_page_size, decode_signal_token, signal_page
 from maestro_gateway.journal.postgres_schema import (
     INSERT_SIGNAL,
     LOCK_HELD,
@@ -188,8 +188,7 @@ class PostgresSignals:
             ValueError: ``page_size`` is below 1.
         """
         below = decode_signal_token(page_token)
-        if page_size < 1:
-            raise ValueError(f"page_size must be at least 1, not {page_size}")
+        check_page_size(page_size)
         clauses: list[str] = []
         params: list[Any] = []
         if name:
@@ -214,8 +213,7 @@ class PostgresSignals:
             return [signal_from_row(row) for row in await conn.fetch(sql, *params)]
 
         found = await self._read(read)
-        page = tuple(found[:page_size])
-        return SignalPage(page, encode_signal_token(page[-1]) if len(found) > page_size else "")
+        return signal_page(found, page_size)
 
     async def signals_since(self, name: str, since: float, after: int = 0) -> list[SignalRecord]:
         """Signals called ``name`` received at wall-clock ``since`` or later and with a sequence

@@ -60,7 +60,7 @@ from maestro_gateway.journal.batch import (
     holds_event,
     merge_last_sequences,
 )
-from maestro_gateway.journal.paging import decode_token, encode_token
+from maestro_gateway.journal.paging import check_page_size, decode_token, execution_page
 from maestro_gateway.journal.sqlite_schema import (
     APPLICATION_ID,
     DELETE_SIGNALS,
@@ -451,7 +451,9 @@ class SqliteJournal(SqliteSignals, GroupCommit):
             self._cond.notify()
 
     def _commit_here(self, batch: Batch) -> bool:
-        """Commit ``batch`` on the event loop when one execution is all there is; True if done.
+        """Commit ``batch`` on the event loop when it and the last are each about one execution.
+
+        True if done.
 
         With executions running side by side the writer thread commits while the loop goes on,
         and groups what arrives meanwhile. One execution alone has nothing to overlap with and
@@ -721,8 +723,7 @@ class SqliteJournal(SqliteSignals, GroupCommit):
             ValueError: ``page_size`` is below 1.
         """
         cursor = decode_token(page_token)
-        if page_size < 1:
-            raise ValueError(f"page_size must be at least 1, not {page_size}")
+        check_page_size(page_size)
         clauses: list[str] = []
         params: list[Any] = []
         if where.workflow:
@@ -744,8 +745,7 @@ class SqliteJournal(SqliteSignals, GroupCommit):
             return [record_from_row(row) for row in conn.execute(sql, params)]
 
         found = await self._read(read)
-        page = tuple(found[:page_size])
-        return Page(page, encode_token(page[-1]) if len(found) > page_size else "")
+        return execution_page(found, page_size)
 
     async def events(self, execution_id: str, after: int = 0) -> list[EventEntry]:
         """The committed events of an execution with a sequence above ``after``, in order."""
