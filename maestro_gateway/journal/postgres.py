@@ -655,12 +655,13 @@ class PostgresJournal(PostgresSignals, GroupCommit):
         # The CreateEntry records of the batches: inserted with the creates, their answers
         # unread (a generated id cannot be taken).
         loop = asyncio.get_running_loop()
-        creates += [
+        entered = [
             Op(None, loop.create_future(), record, params)
             for item in group
             if isinstance(item, Batch)
             for record, params in item.creates
         ]
+        creates += entered
         rest = [i for i in group if not (isinstance(i, Op) and i.record is not None)]
         single = True  # whether the batches may still go in one statement
         if not creates:
@@ -686,6 +687,10 @@ class PostgresJournal(PostgresSignals, GroupCommit):
                     await insert_records(conn, chunk, retried, results)
                 except Exception as exc:
                     if environmental(exc):
+                        raise
+                    if len(chunk) == 1 and any(op is chunk[0] for op in entered):
+                        # A CreateEntry's record is no operation of its own: like any entry it
+                        # goes with its batch, which is retried until it is durable.
                         raise
                     if len(chunk) == 1:
                         raise OpFailed(chunk[0], exc) from exc
